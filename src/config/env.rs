@@ -1,0 +1,570 @@
+//! `Config::from_env`: the variable names users of the Python and .NET
+//! designs already set, plus the crate's own for what those do not cover.
+
+use std::time::Duration;
+
+use super::{Config, FallbackMode, Labels};
+use crate::error::Error;
+
+/// Every variable `from_env` reads, with its unit, default and meaning.
+/// Kept as one table so the docs, the loader and the tests agree.
+pub(crate) const VARIABLES: &[(&str, &str)] = &[
+    ("REDIS_URL", "redis:// or rediss:// URL; unset: memory only"),
+    ("REDIS__URL", "alias of REDIS_URL"),
+    ("REDIS_FALLBACK_URL", "secondary Redis for failover"),
+    ("REDIS_FALLBACK_ENABLED", "true/false; default true when REDIS_FALLBACK_URL is set"),
+    ("CACHE_SOCKET_CONNECT_TIMEOUT_MS", "milliseconds; default 2000"),
+    ("CACHE_SOCKET_TIMEOUT_MS", "milliseconds; default 2000"),
+    ("CACHE_CHECKOUT_TIMEOUT_MS", "milliseconds; default 2000"),
+    ("CACHE_HEALTH_CHECK_INTERVAL", "seconds; default 30"),
+    ("CACHE_MAX_CONNECTIONS", "default 20"),
+    ("CACHE_MIN_IDLE", "default 0"),
+    ("CACHE_IDLE_TIMEOUT", "seconds, 0 = never; default 300"),
+    ("CACHE_MAX_LIFETIME", "seconds, 0 = never; default 1800"),
+    ("CACHE_KEEPALIVE_IDLE", "seconds; default 60"),
+    ("CACHE_KEEPALIVE_INTERVAL", "seconds; default 30"),
+    ("CACHE_KEEPALIVE_COUNT", "default 3"),
+    ("CACHE_MAX_RETRIES", "default 2"),
+    ("CACHE_RETRY_DELAY", "seconds (fractions allowed); default 0.1"),
+    ("CACHE_RETRY_MAX_DELAY", "seconds (fractions allowed); default 2"),
+    ("CACHE_CALL_TIMEOUT_MS", "milliseconds, 0 = none; default none"),
+    ("REDIS_CIRCUIT_BREAKER_THRESHOLD", "consecutive failures; default 5"),
+    ("REDIS_CIRCUIT_BREAKER_TIMEOUT", "seconds (fractions allowed); default 60"),
+    ("REDIS_CIRCUIT_BREAKER_SUCCESS_THRESHOLD", "default 2"),
+    ("REDIS_CIRCUIT_BREAKER_HALF_OPEN_MAX_REQUESTS", "default 3"),
+    ("REDIS_COMPRESSION_THRESHOLD", "bytes; default 512"),
+    ("REDIS_FAILOVER_COOLDOWN", "seconds (fractions allowed); default 300"),
+    ("CACHE_KEY_PREFIX", "default empty"),
+    ("CACHE_DEFAULT_TTL", "seconds, 0 = none; default none"),
+    ("CACHE_FALLBACK_MODE", "disabled, on_failure or write_through; default on_failure"),
+    ("CACHE_FALLBACK_MAX_ENTRIES", "default 10000"),
+    ("CACHE_FALLBACK_MAX_BYTES", "default 67108864"),
+];
+
+const ENV_LABELS: Labels = Labels {
+    url: "REDIS_URL",
+    fallback_url: "REDIS_FALLBACK_URL",
+    fallback_enabled: "REDIS_FALLBACK_ENABLED",
+    connect_timeout: "CACHE_SOCKET_CONNECT_TIMEOUT_MS",
+    socket_timeout: "CACHE_SOCKET_TIMEOUT_MS",
+    max_connections: "CACHE_MAX_CONNECTIONS",
+    min_idle: "CACHE_MIN_IDLE",
+    checkout_timeout: "CACHE_CHECKOUT_TIMEOUT_MS",
+    health_check_interval: "CACHE_HEALTH_CHECK_INTERVAL",
+    idle_timeout: "CACHE_IDLE_TIMEOUT",
+    max_lifetime: "CACHE_MAX_LIFETIME",
+    keepalive_idle: "CACHE_KEEPALIVE_IDLE",
+    keepalive_interval: "CACHE_KEEPALIVE_INTERVAL",
+    keepalive_count: "CACHE_KEEPALIVE_COUNT",
+    failure_threshold: "REDIS_CIRCUIT_BREAKER_THRESHOLD",
+    success_threshold: "REDIS_CIRCUIT_BREAKER_SUCCESS_THRESHOLD",
+    open_timeout: "REDIS_CIRCUIT_BREAKER_TIMEOUT",
+    half_open_max_requests: "REDIS_CIRCUIT_BREAKER_HALF_OPEN_MAX_REQUESTS",
+    max_retries: "CACHE_MAX_RETRIES",
+    retry_base_delay: "CACHE_RETRY_DELAY",
+    retry_max_delay: "CACHE_RETRY_MAX_DELAY",
+    call_timeout: "CACHE_CALL_TIMEOUT_MS",
+    fallback_max_entries: "CACHE_FALLBACK_MAX_ENTRIES",
+    fallback_max_bytes: "CACHE_FALLBACK_MAX_BYTES",
+    key_prefix: "CACHE_KEY_PREFIX",
+    default_ttl: "CACHE_DEFAULT_TTL",
+    compression_threshold: "REDIS_COMPRESSION_THRESHOLD",
+    failover_cooldown: "REDIS_FAILOVER_COOLDOWN",
+};
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    ///
+    /// | variable | meaning |
+    /// |---|---|
+    /// | `REDIS_URL` (alias `REDIS__URL`) | `redis://` or `rediss://` URL; unset: memory only |
+    /// | `REDIS_FALLBACK_URL` | secondary Redis for failover |
+    /// | `REDIS_FALLBACK_ENABLED` | `true`/`false`; default `true` when `REDIS_FALLBACK_URL` is set |
+    /// | `CACHE_SOCKET_CONNECT_TIMEOUT_MS` | ms; default 2000 |
+    /// | `CACHE_SOCKET_TIMEOUT_MS` | ms; default 2000 |
+    /// | `CACHE_CHECKOUT_TIMEOUT_MS` | ms; default 2000 |
+    /// | `CACHE_HEALTH_CHECK_INTERVAL` | s; default 30 |
+    /// | `CACHE_MAX_CONNECTIONS` | default 20 |
+    /// | `CACHE_MIN_IDLE` | default 0 |
+    /// | `CACHE_IDLE_TIMEOUT` | s, `0` = never; default 300 |
+    /// | `CACHE_MAX_LIFETIME` | s, `0` = never; default 1800 |
+    /// | `CACHE_KEEPALIVE_IDLE` / `_INTERVAL` / `_COUNT` | s, s, probes; default 60 / 30 / 3 |
+    /// | `CACHE_MAX_RETRIES` | default 2 |
+    /// | `CACHE_RETRY_DELAY` | s (fractions allowed); default 0.1 |
+    /// | `CACHE_RETRY_MAX_DELAY` | s; default 2 |
+    /// | `CACHE_CALL_TIMEOUT_MS` | ms, `0` = none; default none |
+    /// | `REDIS_CIRCUIT_BREAKER_THRESHOLD` | failures; default 5 |
+    /// | `REDIS_CIRCUIT_BREAKER_TIMEOUT` | s; default 60 |
+    /// | `REDIS_CIRCUIT_BREAKER_SUCCESS_THRESHOLD` | default 2 |
+    /// | `REDIS_CIRCUIT_BREAKER_HALF_OPEN_MAX_REQUESTS` | default 3 |
+    /// | `REDIS_COMPRESSION_THRESHOLD` | bytes; default 512 |
+    /// | `REDIS_FAILOVER_COOLDOWN` | s; default 300 |
+    /// | `CACHE_KEY_PREFIX` | default empty |
+    /// | `CACHE_DEFAULT_TTL` | s, `0` = none; default none |
+    /// | `CACHE_FALLBACK_MODE` | `disabled`, `on_failure`, `write_through`; default `on_failure` |
+    /// | `CACHE_FALLBACK_MAX_ENTRIES` / `_BYTES` | default 10000 / 64 MiB |
+    ///
+    /// A variable that is set to an empty string counts as unset. Values
+    /// are trimmed.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Config`](crate::ErrorKind::Config) naming the variable
+    /// and what was expected, for a value that does not parse or is out of
+    /// range, and for a value that is not valid Unicode.
+    pub fn from_env() -> Result<Config, Error> {
+        for (name, _) in VARIABLES {
+            if let Err(std::env::VarError::NotUnicode(_)) = std::env::var(name) {
+                return Err(Error::config(format!("{name}: expected valid UTF-8")));
+            }
+        }
+        Config::from_env_with(|name| std::env::var(name).ok())
+    }
+
+    /// Like [`Config::from_env`], reading variables through `lookup`, so
+    /// tests never touch the process environment.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    /// use resilient_redis::Config;
+    ///
+    /// let env = HashMap::from([
+    ///     ("REDIS_URL", "redis://127.0.0.1:6379"),
+    ///     ("CACHE_MAX_CONNECTIONS", "8"),
+    /// ]);
+    /// let config = Config::from_env_with(|name| env.get(name).map(|v| v.to_string()))?;
+    /// assert_eq!(config.max_connections(), 8);
+    ///
+    /// let env = HashMap::from([("CACHE_MAX_CONNECTIONS", "lots")]);
+    /// let err = Config::from_env_with(|name| env.get(name).map(|v| v.to_string())).unwrap_err();
+    /// assert!(err.to_string().starts_with("CACHE_MAX_CONNECTIONS: "));
+    /// # Ok::<(), resilient_redis::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Config::from_env`].
+    pub fn from_env_with<F>(lookup: F) -> Result<Config, Error>
+    where
+        F: Fn(&str) -> Option<String>,
+    {
+        let get = |name: &str| -> Option<String> {
+            lookup(name)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let l = &ENV_LABELS;
+
+        let url = match (get("REDIS_URL"), get("REDIS__URL")) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(Error::config(
+                    "REDIS_URL and REDIS__URL are both set and differ; set only one",
+                ))
+            }
+            (Some(a), _) | (None, Some(a)) => Some(a),
+            (None, None) => None,
+        };
+        let mut b = match url {
+            Some(url) => Config::builder(url),
+            None => Config::memory_only(),
+        };
+        if let Some(v) = get(l.fallback_url) {
+            b = b.fallback_url(v);
+        }
+        if let Some(v) = get(l.fallback_enabled) {
+            b = b.fallback_enabled(parse_bool(l.fallback_enabled, &v)?);
+        }
+
+        let ms = |name: &str| -> Result<Option<Duration>, Error> {
+            get(name)
+                .map(|v| parse_u64(name, &v).map(Duration::from_millis))
+                .transpose()
+        };
+        let secs = |name: &str| -> Result<Option<Duration>, Error> {
+            get(name).map(|v| parse_seconds(name, &v)).transpose()
+        };
+        // `0` means "off" for the optional durations.
+        let optional = |d: Duration| if d.is_zero() { None } else { Some(d) };
+        let count = |name: &str| -> Result<Option<u32>, Error> {
+            get(name)
+                .map(|v| {
+                    parse_u64(name, &v).and_then(|n| {
+                        u32::try_from(n).map_err(|_| {
+                            Error::config(format!("{name}: expected a whole number, got {n} (too large)"))
+                        })
+                    })
+                })
+                .transpose()
+        };
+        let size = |name: &str| -> Result<Option<usize>, Error> {
+            get(name)
+                .map(|v| {
+                    parse_u64(name, &v).and_then(|n| {
+                        usize::try_from(n).map_err(|_| {
+                            Error::config(format!("{name}: expected a whole number, got {n} (too large)"))
+                        })
+                    })
+                })
+                .transpose()
+        };
+
+        if let Some(v) = ms(l.connect_timeout)? {
+            b = b.connect_timeout(v);
+        }
+        if let Some(v) = ms(l.socket_timeout)? {
+            b = b.socket_timeout(v);
+        }
+        if let Some(v) = ms(l.checkout_timeout)? {
+            b = b.checkout_timeout(v);
+        }
+        if let Some(v) = ms(l.call_timeout)? {
+            b = b.call_timeout(optional(v));
+        }
+        if let Some(v) = secs(l.health_check_interval)? {
+            b = b.health_check_interval(v);
+        }
+        if let Some(v) = secs(l.idle_timeout)? {
+            b = b.idle_timeout(optional(v));
+        }
+        if let Some(v) = secs(l.max_lifetime)? {
+            b = b.max_lifetime(optional(v));
+        }
+        if let Some(v) = secs(l.keepalive_idle)? {
+            b = b.keepalive_idle(v);
+        }
+        if let Some(v) = secs(l.keepalive_interval)? {
+            b = b.keepalive_interval(v);
+        }
+        if let Some(v) = count(l.keepalive_count)? {
+            b = b.keepalive_count(v);
+        }
+        if let Some(v) = count(l.max_connections)? {
+            b = b.max_connections(v);
+        }
+        if let Some(v) = count(l.min_idle)? {
+            b = b.min_idle(v);
+        }
+        if let Some(v) = count(l.max_retries)? {
+            b = b.max_retries(v);
+        }
+        if let Some(v) = secs(l.retry_base_delay)? {
+            b = b.retry_base_delay(v);
+        }
+        if let Some(v) = secs(l.retry_max_delay)? {
+            b = b.retry_max_delay(v);
+        }
+        if let Some(v) = count(l.failure_threshold)? {
+            b = b.failure_threshold(v);
+        }
+        if let Some(v) = count(l.success_threshold)? {
+            b = b.success_threshold(v);
+        }
+        if let Some(v) = count(l.half_open_max_requests)? {
+            b = b.half_open_max_requests(v);
+        }
+        if let Some(v) = secs(l.open_timeout)? {
+            b = b.open_timeout(v);
+        }
+        if let Some(v) = size(l.compression_threshold)? {
+            b = b.compression_threshold(v);
+        }
+        if let Some(v) = secs(l.failover_cooldown)? {
+            b = b.failover_cooldown(v);
+        }
+        if let Some(v) = lookup(l.key_prefix).filter(|v| !v.is_empty()) {
+            // Not trimmed: a prefix may end in a space on purpose.
+            b = b.key_prefix(v);
+        }
+        if let Some(v) = secs(l.default_ttl)? {
+            b = b.default_ttl(optional(v));
+        }
+        if let Some(v) = get("CACHE_FALLBACK_MODE") {
+            b = b.fallback_mode(parse_mode(&v)?);
+        }
+        if let Some(v) = size(l.fallback_max_entries)? {
+            b = b.fallback_max_entries(v);
+        }
+        if let Some(v) = size(l.fallback_max_bytes)? {
+            b = b.fallback_max_bytes(v);
+        }
+        let retry_delay_given = get(l.retry_base_delay).is_some();
+        let retry_max_given = get(l.retry_max_delay).is_some();
+        if retry_delay_given && !retry_max_given {
+            // A base delay above the default cap raises the cap with it,
+            // rather than failing on a variable the user never set.
+            let cap = b.config.retry_max_delay.max(b.config.retry_base_delay);
+            b = b.retry_max_delay(cap);
+        }
+        b.build_labelled(&ENV_LABELS)
+    }
+}
+
+fn shown(value: &str) -> String {
+    let v: String = value.chars().take(40).collect();
+    if v.len() < value.len() {
+        format!("\"{v}…\"")
+    } else {
+        format!("\"{v}\"")
+    }
+}
+
+fn parse_u64(name: &str, value: &str) -> Result<u64, Error> {
+    value.parse::<u64>().map_err(|_| {
+        Error::config(format!(
+            "{name}: expected a whole number, got {}",
+            shown(value)
+        ))
+    })
+}
+
+fn parse_seconds(name: &str, value: &str) -> Result<Duration, Error> {
+    let secs: f64 = value.parse().map_err(|_| {
+        Error::config(format!(
+            "{name}: expected a number of seconds (for example 0.5), got {}",
+            shown(value)
+        ))
+    })?;
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(Error::config(format!(
+            "{name}: expected a non-negative number of seconds, got {}",
+            shown(value)
+        )));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|_| {
+        Error::config(format!(
+            "{name}: expected a number of seconds, got {} (too large)",
+            shown(value)
+        ))
+    })
+}
+
+fn parse_bool(name: &str, value: &str) -> Result<bool, Error> {
+    match value.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(Error::config(format!(
+            "{name}: expected true or false, got {}",
+            shown(value)
+        ))),
+    }
+}
+
+fn parse_mode(value: &str) -> Result<FallbackMode, Error> {
+    match value.to_ascii_lowercase().replace('-', "_").as_str() {
+        "disabled" | "off" | "none" => Ok(FallbackMode::Disabled),
+        "on_failure" => Ok(FallbackMode::OnFailure),
+        "write_through" => Ok(FallbackMode::WriteThrough),
+        _ => Err(Error::config(format!(
+            "CACHE_FALLBACK_MODE: expected disabled, on_failure or write_through, got {}",
+            shown(value)
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+    use std::collections::HashMap;
+
+    fn load(pairs: &[(&str, &str)]) -> Result<Config, Error> {
+        let env: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_env_with(|name| env.get(name).cloned())
+    }
+
+    fn load_err(pairs: &[(&str, &str)]) -> String {
+        match load(pairs) {
+            Ok(c) => panic!("{pairs:?} should fail, got {c:?}"),
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::Config);
+                e.to_string()
+            }
+        }
+    }
+
+    #[test]
+    fn nothing_set_means_memory_only_with_defaults() -> Result<(), Error> {
+        let c = load(&[])?;
+        assert!(c.is_memory_only());
+        assert_eq!(c.max_connections(), 20);
+        assert_eq!(c.url(), None);
+        Ok(())
+    }
+
+    #[test]
+    fn url_and_alias() -> Result<(), Error> {
+        assert_eq!(load(&[("REDIS_URL", "redis://a:1")])?.url(), Some("redis://a:1"));
+        assert_eq!(load(&[("REDIS__URL", "redis://b:2")])?.url(), Some("redis://b:2"));
+        let same = load(&[("REDIS_URL", "redis://b:2"), ("REDIS__URL", "redis://b:2")])?;
+        assert_eq!(same.url(), Some("redis://b:2"));
+        assert!(load_err(&[("REDIS_URL", "redis://a:1"), ("REDIS__URL", "redis://b:2")])
+            .contains("both set"));
+        assert!(load_err(&[("REDIS_URL", "localhost:6379")]).starts_with("REDIS_URL: "));
+        // Empty counts as unset.
+        assert!(load(&[("REDIS_URL", "  ")])?.is_memory_only());
+        Ok(())
+    }
+
+    /// Every numeric variable: set, unset and malformed.
+    #[test]
+    fn every_variable_set_and_malformed() -> Result<(), Error> {
+        let url = ("REDIS_URL", "redis://localhost");
+        type Check = fn(&Config) -> bool;
+        let cases: &[(&str, &str, Check)] = &[
+            ("CACHE_SOCKET_CONNECT_TIMEOUT_MS", "1500", |c| c.connect_timeout() == Duration::from_millis(1500)),
+            ("CACHE_SOCKET_TIMEOUT_MS", "250", |c| c.socket_timeout() == Duration::from_millis(250)),
+            ("CACHE_CHECKOUT_TIMEOUT_MS", "750", |c| c.checkout_timeout() == Duration::from_millis(750)),
+            ("CACHE_CALL_TIMEOUT_MS", "5000", |c| c.call_timeout() == Some(Duration::from_secs(5))),
+            ("CACHE_HEALTH_CHECK_INTERVAL", "0.5", |c| c.health_check_interval() == Duration::from_millis(500)),
+            ("CACHE_MAX_CONNECTIONS", "8", |c| c.max_connections() == 8),
+            ("CACHE_MIN_IDLE", "2", |c| c.min_idle() == 2),
+            ("CACHE_IDLE_TIMEOUT", "120", |c| c.idle_timeout() == Some(Duration::from_secs(120))),
+            ("CACHE_MAX_LIFETIME", "600", |c| c.max_lifetime() == Some(Duration::from_secs(600))),
+            ("CACHE_KEEPALIVE_IDLE", "10", |c| c.keepalive_idle() == Duration::from_secs(10)),
+            ("CACHE_KEEPALIVE_INTERVAL", "5", |c| c.keepalive_interval() == Duration::from_secs(5)),
+            ("CACHE_KEEPALIVE_COUNT", "4", |c| c.keepalive_count() == 4),
+            ("CACHE_MAX_RETRIES", "0", |c| c.max_retries() == 0),
+            ("CACHE_RETRY_DELAY", "0.25", |c| c.retry_base_delay() == Duration::from_millis(250)),
+            ("CACHE_RETRY_MAX_DELAY", "3", |c| c.retry_max_delay() == Duration::from_secs(3)),
+            ("REDIS_CIRCUIT_BREAKER_THRESHOLD", "3", |c| c.failure_threshold() == 3),
+            ("REDIS_CIRCUIT_BREAKER_TIMEOUT", "1.5", |c| c.open_timeout() == Duration::from_millis(1500)),
+            ("REDIS_CIRCUIT_BREAKER_SUCCESS_THRESHOLD", "1", |c| c.success_threshold() == 1),
+            ("REDIS_CIRCUIT_BREAKER_HALF_OPEN_MAX_REQUESTS", "1", |c| c.half_open_max_requests() == 1),
+            ("REDIS_COMPRESSION_THRESHOLD", "1024", |c| c.compression_threshold() == 1024),
+            ("REDIS_FAILOVER_COOLDOWN", "30", |c| c.failover_cooldown() == Duration::from_secs(30)),
+            ("CACHE_DEFAULT_TTL", "3600", |c| c.default_ttl() == Some(Duration::from_secs(3600))),
+            ("CACHE_FALLBACK_MAX_ENTRIES", "100", |c| c.fallback_max_entries() == 100),
+            ("CACHE_FALLBACK_MAX_BYTES", "4096", |c| c.fallback_max_bytes() == 4096),
+        ];
+        for (name, value, check) in cases {
+            let c = load(&[url, (name, value)])?;
+            assert!(check(&c), "{name}={value} not applied: {c:?}");
+            // Unset: the default stands.
+            let d = load(&[url])?;
+            assert!(!check(&d) || *name == "CACHE_MAX_RETRIES" && d.max_retries() == 0, "{name} default");
+            for bad in ["abc", "-1", "1e999", "NaN", "12abc", "99999999999999999999999"] {
+                let msg = load_err(&[url, (name, bad)]);
+                assert!(msg.starts_with(&format!("{name}: ")), "{name}={bad}: {msg}");
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn out_of_range_values_name_the_variable() {
+        let url = ("REDIS_URL", "redis://localhost");
+        for (name, value) in [
+            ("CACHE_MAX_CONNECTIONS", "0"),
+            ("CACHE_SOCKET_TIMEOUT_MS", "0"),
+            ("CACHE_SOCKET_CONNECT_TIMEOUT_MS", "86400000"),
+            ("REDIS_CIRCUIT_BREAKER_THRESHOLD", "0"),
+            ("CACHE_KEEPALIVE_COUNT", "1000"),
+            ("CACHE_MAX_RETRIES", "1000"),
+            ("CACHE_MIN_IDLE", "50"),
+            ("CACHE_FALLBACK_MAX_ENTRIES", "0"),
+        ] {
+            let msg = load_err(&[url, (name, value)]);
+            assert!(msg.starts_with(&format!("{name}: ")), "{name}={value}: {msg}");
+        }
+    }
+
+    #[test]
+    fn optional_durations_accept_zero_as_off() -> Result<(), Error> {
+        let c = load(&[
+            ("REDIS_URL", "redis://localhost"),
+            ("CACHE_IDLE_TIMEOUT", "0"),
+            ("CACHE_MAX_LIFETIME", "0"),
+            ("CACHE_DEFAULT_TTL", "0"),
+            ("CACHE_CALL_TIMEOUT_MS", "0"),
+        ])?;
+        assert_eq!(c.idle_timeout(), None);
+        assert_eq!(c.max_lifetime(), None);
+        assert_eq!(c.default_ttl(), None);
+        assert_eq!(c.call_timeout(), None);
+        Ok(())
+    }
+
+    #[test]
+    fn retry_delay_above_default_cap_raises_the_cap() -> Result<(), Error> {
+        let c = load(&[("REDIS_URL", "redis://h"), ("CACHE_RETRY_DELAY", "5")])?;
+        assert_eq!(c.retry_base_delay(), Duration::from_secs(5));
+        assert_eq!(c.retry_max_delay(), Duration::from_secs(5));
+        let msg = load_err(&[
+            ("REDIS_URL", "redis://h"),
+            ("CACHE_RETRY_DELAY", "5"),
+            ("CACHE_RETRY_MAX_DELAY", "1"),
+        ]);
+        assert!(msg.starts_with("CACHE_RETRY_MAX_DELAY: "), "{msg}");
+        Ok(())
+    }
+
+    #[test]
+    fn fallback_variables() -> Result<(), Error> {
+        let base = ("REDIS_URL", "redis://primary");
+        let c = load(&[base, ("REDIS_FALLBACK_URL", "redis://secondary:6380")])?;
+        assert_eq!(c.fallback_url(), Some("redis://secondary:6380"));
+        let c = load(&[
+            base,
+            ("REDIS_FALLBACK_URL", "redis://secondary:6380"),
+            ("REDIS_FALLBACK_ENABLED", "false"),
+        ])?;
+        assert_eq!(c.fallback_url(), None);
+        for yes in ["1", "true", "TRUE", "yes", "on"] {
+            let c = load(&[base, ("REDIS_FALLBACK_URL", "redis://s"), ("REDIS_FALLBACK_ENABLED", yes)])?;
+            assert!(c.fallback_url().is_some(), "{yes}");
+        }
+        assert!(load_err(&[base, ("REDIS_FALLBACK_ENABLED", "maybe")])
+            .starts_with("REDIS_FALLBACK_ENABLED: expected true or false"));
+        assert!(load_err(&[base, ("REDIS_FALLBACK_ENABLED", "true")])
+            .contains("REDIS_FALLBACK_URL is not set"));
+        assert!(load_err(&[base, ("REDIS_FALLBACK_URL", "nope")]).starts_with("REDIS_FALLBACK_URL: "));
+        Ok(())
+    }
+
+    #[test]
+    fn fallback_mode_and_prefix() -> Result<(), Error> {
+        for (v, mode) in [
+            ("disabled", FallbackMode::Disabled),
+            ("on_failure", FallbackMode::OnFailure),
+            ("write-through", FallbackMode::WriteThrough),
+            ("WRITE_THROUGH", FallbackMode::WriteThrough),
+        ] {
+            assert_eq!(load(&[("CACHE_FALLBACK_MODE", v)])?.fallback_mode(), mode);
+        }
+        assert!(load_err(&[("CACHE_FALLBACK_MODE", "sometimes")]).starts_with("CACHE_FALLBACK_MODE: "));
+        assert_eq!(load(&[("CACHE_KEY_PREFIX", "svc: ")])?.key_prefix(), "svc: ");
+        Ok(())
+    }
+
+    #[test]
+    fn malformed_values_are_shown_truncated_and_urls_never() {
+        let msg = load_err(&[("CACHE_MAX_CONNECTIONS", &"9x".repeat(100))]);
+        assert!(msg.len() < 120, "{msg}");
+        let msg = load_err(&[("REDIS_URL", "redis://u:pa55word@host:notaport")]);
+        assert!(!msg.contains("pa55word"), "{msg}");
+    }
+
+    #[test]
+    fn the_table_lists_every_variable_read() {
+        let names: Vec<&str> = VARIABLES.iter().map(|(n, _)| *n).collect();
+        let l = &ENV_LABELS;
+        for label in [
+            l.url, l.fallback_url, l.fallback_enabled, l.connect_timeout, l.socket_timeout,
+            l.max_connections, l.min_idle, l.checkout_timeout, l.health_check_interval,
+            l.idle_timeout, l.max_lifetime, l.keepalive_idle, l.keepalive_interval,
+            l.keepalive_count, l.failure_threshold, l.success_threshold, l.open_timeout,
+            l.half_open_max_requests, l.max_retries, l.retry_base_delay, l.retry_max_delay,
+            l.call_timeout, l.fallback_max_entries, l.fallback_max_bytes, l.key_prefix,
+            l.default_ttl, l.compression_threshold, l.failover_cooldown,
+        ] {
+            assert!(names.contains(&label), "{label} missing from VARIABLES");
+        }
+        assert!(names.contains(&"REDIS__URL"));
+        assert!(names.contains(&"CACHE_FALLBACK_MODE"));
+    }
+}

@@ -1,0 +1,43 @@
+//! # resilient-redis
+//!
+//! A blocking Redis client for threaded services, CLIs and batch jobs that
+//! keeps working when Redis misbehaves: idle connections reset by a cloud
+//! load balancer, a server restart, a blackholed network, a hosted Redis
+//! that starts answering "max requests limit exceeded".
+//!
+//! The layers, outside in: retries with full-jitter backoff and a retry
+//! budget, a router with failover to a secondary Redis, one circuit breaker
+//! and one bounded connection pool per endpoint, and an in-memory fallback
+//! store used while Redis is unavailable.
+//!
+//! ## Log levels
+//!
+//! The crate logs through [`log`] and never configures a logger.
+//!
+//! - WARN: a breaker opened, failover engaged, the in-memory fallback engaged,
+//!   a configuration that weakens security (TLS verification off).
+//! - INFO: recovery (breaker closed, primary restored, fallback released).
+//! - DEBUG: retries, connections created and closed with their reason.
+//! - TRACE: per-command detail.
+//!
+//! Passwords never appear at any level: URLs are logged as
+//! `redis://user:***@host:port`.
+//!
+//! ## Minimum supported Rust version
+//!
+//! Rust 1.88 (the `redis` crate's own minimum).
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod clock;
+mod config;
+mod error;
+
+pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
+pub use config::{Config, ConfigBuilder, FallbackMode};
+pub use error::{Error, ErrorClass, ErrorKind, RateLimit};
+
+/// The `redis` crate this one is built on, re-exported so that callers use
+/// the same version for commands, pipelines and values.
+pub use redis;
