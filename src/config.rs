@@ -572,18 +572,42 @@ impl ConfigBuilder {
         let keepalive = Duration::from_secs(1)..=MAX_KEEPALIVE;
         check_duration(labels.keepalive_idle, c.keepalive_idle, &keepalive)?;
         check_duration(labels.keepalive_interval, c.keepalive_interval, &keepalive)?;
-        check_u32(labels.keepalive_count, c.keepalive_count, 1, MAX_KEEPALIVE_COUNT)?;
-        check_u32(labels.max_connections, c.max_connections, 1, MAX_CONNECTIONS)?;
+        check_u32(
+            labels.keepalive_count,
+            c.keepalive_count,
+            1,
+            MAX_KEEPALIVE_COUNT,
+        )?;
+        check_u32(
+            labels.max_connections,
+            c.max_connections,
+            1,
+            MAX_CONNECTIONS,
+        )?;
         check_u32(labels.min_idle, c.min_idle, 0, c.max_connections)?;
-        check_u32(labels.failure_threshold, c.failure_threshold, 1, MAX_THRESHOLD)?;
-        check_u32(labels.success_threshold, c.success_threshold, 1, MAX_THRESHOLD)?;
+        check_u32(
+            labels.failure_threshold,
+            c.failure_threshold,
+            1,
+            MAX_THRESHOLD,
+        )?;
+        check_u32(
+            labels.success_threshold,
+            c.success_threshold,
+            1,
+            MAX_THRESHOLD,
+        )?;
         check_u32(
             labels.half_open_max_requests,
             c.half_open_max_requests,
             1,
             MAX_THRESHOLD,
         )?;
-        check_duration(labels.open_timeout, c.open_timeout, &(MIN_DURATION..=MAX_INTERVAL))?;
+        check_duration(
+            labels.open_timeout,
+            c.open_timeout,
+            &(MIN_DURATION..=MAX_INTERVAL),
+        )?;
         check_u32(labels.max_retries, c.max_retries, 0, MAX_RETRIES)?;
         check_duration(
             labels.retry_base_delay,
@@ -595,14 +619,23 @@ impl ConfigBuilder {
             c.retry_max_delay,
             &(c.retry_base_delay..=MAX_RETRY_DELAY),
         )?;
-        check_optional(labels.call_timeout, c.call_timeout, &(MIN_DURATION..=MAX_SOCKET_TIMEOUT))?;
+        check_optional(
+            labels.call_timeout,
+            c.call_timeout,
+            &(MIN_DURATION..=MAX_SOCKET_TIMEOUT),
+        )?;
         check_usize(
             labels.fallback_max_entries,
             c.fallback_max_entries,
             1,
             MAX_FALLBACK_ENTRIES,
         )?;
-        check_usize(labels.fallback_max_bytes, c.fallback_max_bytes, 1, MAX_FALLBACK_BYTES)?;
+        check_usize(
+            labels.fallback_max_bytes,
+            c.fallback_max_bytes,
+            1,
+            MAX_FALLBACK_BYTES,
+        )?;
         if c.key_prefix.len() > MAX_KEY_PREFIX {
             return Err(Error::config(format!(
                 "{}: expected at most {MAX_KEY_PREFIX} bytes, got {}",
@@ -776,13 +809,21 @@ impl fmt::Display for Config {
         }
         let url = self.url().unwrap_or("none (memory only)");
         writeln!(f, "url                    = {url}")?;
-        writeln!(f, "fallback_url           = {}", self.fallback_url().unwrap_or("none"))?;
+        writeln!(
+            f,
+            "fallback_url           = {}",
+            self.fallback_url().unwrap_or("none")
+        )?;
         writeln!(f, "connect_timeout        = {:?}", self.connect_timeout)?;
         writeln!(f, "socket_timeout         = {:?}", self.socket_timeout)?;
         writeln!(f, "max_connections        = {}", self.max_connections)?;
         writeln!(f, "min_idle               = {}", self.min_idle)?;
         writeln!(f, "checkout_timeout       = {:?}", self.checkout_timeout)?;
-        writeln!(f, "health_check_interval  = {:?}", self.health_check_interval)?;
+        writeln!(
+            f,
+            "health_check_interval  = {:?}",
+            self.health_check_interval
+        )?;
         writeln!(f, "idle_timeout           = {}", opt(self.idle_timeout))?;
         writeln!(f, "max_lifetime           = {}", opt(self.max_lifetime))?;
         writeln!(
@@ -820,7 +861,10 @@ impl fmt::Debug for ConfigBuilder {
         // The raw URLs may hold passwords and are not yet parsed: never show them.
         f.debug_struct("ConfigBuilder")
             .field("url", &self.url.as_ref().map(|_| "<set, not shown>"))
-            .field("fallback_url", &self.fallback_url.as_ref().map(|_| "<set, not shown>"))
+            .field(
+                "fallback_url",
+                &self.fallback_url.as_ref().map(|_| "<set, not shown>"),
+            )
             .field("fallback_enabled", &self.fallback_enabled)
             .finish_non_exhaustive()
     }
@@ -870,13 +914,16 @@ mod tests {
         assert!(config_err(b().max_connections(0)).starts_with("max_connections: "));
         assert!(config_err(b().max_connections(1_000_000)).contains("from 1 to 10000"));
         assert!(config_err(b().connect_timeout(Duration::ZERO)).starts_with("connect_timeout: "));
-        assert!(config_err(b().socket_timeout(Duration::from_secs(86_400))).starts_with("socket_timeout: "));
+        assert!(config_err(b().socket_timeout(Duration::from_secs(86_400)))
+            .starts_with("socket_timeout: "));
         assert!(config_err(b().min_idle(21)).starts_with("min_idle: "));
         assert!(config_err(b().failure_threshold(0)).starts_with("failure_threshold: "));
         assert!(config_err(b().keepalive_count(0)).starts_with("keepalive_count: "));
-        assert!(config_err(b().keepalive_idle(Duration::from_millis(10))).starts_with("keepalive_idle: "));
+        assert!(config_err(b().keepalive_idle(Duration::from_millis(10)))
+            .starts_with("keepalive_idle: "));
         assert!(config_err(b().max_retries(1000)).starts_with("max_retries: "));
-        assert!(config_err(b().retry_max_delay(Duration::from_millis(10))).starts_with("retry_max_delay: "));
+        assert!(config_err(b().retry_max_delay(Duration::from_millis(10)))
+            .starts_with("retry_max_delay: "));
         assert!(config_err(b().fallback_max_entries(0)).starts_with("fallback_max_entries: "));
         assert!(config_err(b().key_prefix("x".repeat(2000))).starts_with("key_prefix: "));
         assert!(config_err(b().default_ttl(Some(Duration::ZERO))).starts_with("default_ttl: "));
@@ -885,12 +932,15 @@ mod tests {
         assert!(config_err(Config::memory_only().fallback_url("redis://b")).contains("primary"));
         assert!(config_err(b().fallback_url("nope")).starts_with("fallback_url: "));
         // A wrong value is an error even while the feature it feeds is off.
-        assert!(config_err(b().fallback_url("nope").fallback_enabled(false)).starts_with("fallback_url: "));
+        assert!(config_err(b().fallback_url("nope").fallback_enabled(false))
+            .starts_with("fallback_url: "));
     }
 
     #[test]
     fn secondary_is_enabled_by_its_url() -> Result<(), Error> {
-        let c = Config::builder("redis://a").fallback_url("redis://b:6380").build()?;
+        let c = Config::builder("redis://a")
+            .fallback_url("redis://b:6380")
+            .build()?;
         assert_eq!(c.fallback_url(), Some("redis://b:6380"));
         let c = Config::builder("redis://a")
             .fallback_url("redis://b:6380")
@@ -908,7 +958,10 @@ mod tests {
         for text in [format!("{c:?}"), format!("{c}")] {
             assert!(!text.contains("Sup3rS3cret"), "{text}");
             assert!(!text.contains("An0th3r"), "{text}");
-            assert!(text.contains("redis://admin:***@redis.example.com:6380/1"), "{text}");
+            assert!(
+                text.contains("redis://admin:***@redis.example.com:6380/1"),
+                "{text}"
+            );
             assert!(text.contains("redis://:***@127.0.0.1:6379"), "{text}");
         }
         let b = Config::builder("redis://admin:Sup3rS3cret@host");

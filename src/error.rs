@@ -402,7 +402,10 @@ pub(crate) fn classify(err: &redis::RedisError) -> Classified {
         K::InvalidClientConfig | K::RESP3NotSupported => Classified::new(
             ErrorKind::Config,
             Permanent,
-            format!("invalid connection settings: {}", truncated(&err.to_string())),
+            format!(
+                "invalid connection settings: {}",
+                truncated(&err.to_string())
+            ),
         ),
         K::Client => Classified::new(
             ErrorKind::InvalidInput,
@@ -466,9 +469,11 @@ fn classify_io(err: &redis::RedisError) -> Classified {
             ErrorClass::Transient,
             "connection closed by server",
         ),
-        Some(io::ErrorKind::NotConnected) => {
-            (ErrorKind::Connection, ErrorClass::Transient, "not connected")
-        }
+        Some(io::ErrorKind::NotConnected) => (
+            ErrorKind::Connection,
+            ErrorClass::Transient,
+            "not connected",
+        ),
         Some(io::ErrorKind::PermissionDenied | io::ErrorKind::Unsupported) => (
             ErrorKind::Connection,
             ErrorClass::Permanent,
@@ -546,7 +551,8 @@ pub(crate) fn parse_rate_limit(text: &str) -> Option<RateLimit> {
     if !RATE_LIMIT_PHRASES.iter().any(|p| lower.contains(p)) {
         return None;
     }
-    let reset_secs = number_after(&lower, "retry after").or_else(|| number_after(&lower, "reset in"));
+    let reset_secs =
+        number_after(&lower, "retry after").or_else(|| number_after(&lower, "reset in"));
     Some(RateLimit {
         limit: number_after(&lower, "limit:"),
         usage: number_after(&lower, "usage:"),
@@ -558,7 +564,9 @@ pub(crate) fn parse_rate_limit(text: &str) -> Option<RateLimit> {
 fn number_after(text: &str, label: &str) -> Option<u64> {
     let start = text.find(label)? + label.len();
     let rest = text[start..].trim_start();
-    let digits: &str = &rest[..rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len())];
+    let digits: &str = &rest[..rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len())];
     digits.parse().ok()
 }
 
@@ -590,10 +598,26 @@ mod tests {
     #[test]
     fn io_errors_are_transient() {
         for (kind, expected, text) in [
-            (io::ErrorKind::ConnectionReset, ErrorKind::Connection, "reset"),
-            (io::ErrorKind::ConnectionRefused, ErrorKind::Connection, "refused"),
-            (io::ErrorKind::BrokenPipe, ErrorKind::Connection, "broken pipe"),
-            (io::ErrorKind::UnexpectedEof, ErrorKind::Connection, "closed"),
+            (
+                io::ErrorKind::ConnectionReset,
+                ErrorKind::Connection,
+                "reset",
+            ),
+            (
+                io::ErrorKind::ConnectionRefused,
+                ErrorKind::Connection,
+                "refused",
+            ),
+            (
+                io::ErrorKind::BrokenPipe,
+                ErrorKind::Connection,
+                "broken pipe",
+            ),
+            (
+                io::ErrorKind::UnexpectedEof,
+                ErrorKind::Connection,
+                "closed",
+            ),
             (io::ErrorKind::TimedOut, ErrorKind::Timeout, "timed out"),
             (io::ErrorKind::WouldBlock, ErrorKind::Timeout, "timed out"),
         ] {
@@ -672,7 +696,9 @@ mod tests {
         ));
         assert_eq!(e.rate_limit().and_then(|l| l.usage), Some(500001));
 
-        let e = Error::from_redis(server_error(b"-ERR max concurrent connections exceeded\r\n"));
+        let e = Error::from_redis(server_error(
+            b"-ERR max concurrent connections exceeded\r\n",
+        ));
         assert!(e.is_rate_limited());
         assert_eq!(e.rate_limit().and_then(|l| l.limit), None);
     }
@@ -686,7 +712,8 @@ mod tests {
         );
         assert_eq!(parse_rate_limit("ERR unknown command"), None);
         // Numbers that overflow are ignored, not a panic.
-        let limit = parse_rate_limit("ERR max requests limit exceeded. Limit: 99999999999999999999999");
+        let limit =
+            parse_rate_limit("ERR max requests limit exceeded. Limit: 99999999999999999999999");
         assert_eq!(limit.and_then(|l| l.limit), None);
     }
 
@@ -703,7 +730,8 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::UnexpectedReply);
         assert_eq!(e.class(), ErrorClass::Permanent);
 
-        let conv: Result<i64, _> = redis::from_redis_value(redis::Value::SimpleString("abc".into()));
+        let conv: Result<i64, _> =
+            redis::from_redis_value(redis::Value::SimpleString("abc".into()));
         let e = Error::from_redis(conv.err().map(redis::RedisError::from).unwrap_or_else(|| {
             redis::RedisError::from(io::Error::other("conversion unexpectedly succeeded"))
         }));
@@ -712,7 +740,9 @@ mod tests {
 
     #[test]
     fn display_is_this_layer_and_debug_is_structured() {
-        let e = Error::config("CACHE_MAX_CONNECTIONS: expected a whole number from 1 to 10000, got \"x\"");
+        let e = Error::config(
+            "CACHE_MAX_CONNECTIONS: expected a whole number from 1 to 10000, got \"x\"",
+        );
         assert_eq!(e.kind(), ErrorKind::Config);
         assert!(e.to_string().starts_with("CACHE_MAX_CONNECTIONS"));
         let debug = format!("{e:?}");

@@ -12,8 +12,14 @@ pub(crate) const VARIABLES: &[(&str, &str)] = &[
     ("REDIS_URL", "redis:// or rediss:// URL; unset: memory only"),
     ("REDIS__URL", "alias of REDIS_URL"),
     ("REDIS_FALLBACK_URL", "secondary Redis for failover"),
-    ("REDIS_FALLBACK_ENABLED", "true/false; default true when REDIS_FALLBACK_URL is set"),
-    ("CACHE_SOCKET_CONNECT_TIMEOUT_MS", "milliseconds; default 2000"),
+    (
+        "REDIS_FALLBACK_ENABLED",
+        "true/false; default true when REDIS_FALLBACK_URL is set",
+    ),
+    (
+        "CACHE_SOCKET_CONNECT_TIMEOUT_MS",
+        "milliseconds; default 2000",
+    ),
     ("CACHE_SOCKET_TIMEOUT_MS", "milliseconds; default 2000"),
     ("CACHE_CHECKOUT_TIMEOUT_MS", "milliseconds; default 2000"),
     ("CACHE_HEALTH_CHECK_INTERVAL", "seconds; default 30"),
@@ -25,18 +31,39 @@ pub(crate) const VARIABLES: &[(&str, &str)] = &[
     ("CACHE_KEEPALIVE_INTERVAL", "seconds; default 30"),
     ("CACHE_KEEPALIVE_COUNT", "default 3"),
     ("CACHE_MAX_RETRIES", "default 2"),
-    ("CACHE_RETRY_DELAY", "seconds (fractions allowed); default 0.1"),
-    ("CACHE_RETRY_MAX_DELAY", "seconds (fractions allowed); default 2"),
-    ("CACHE_CALL_TIMEOUT_MS", "milliseconds, 0 = none; default none"),
-    ("REDIS_CIRCUIT_BREAKER_THRESHOLD", "consecutive failures; default 5"),
-    ("REDIS_CIRCUIT_BREAKER_TIMEOUT", "seconds (fractions allowed); default 60"),
+    (
+        "CACHE_RETRY_DELAY",
+        "seconds (fractions allowed); default 0.1",
+    ),
+    (
+        "CACHE_RETRY_MAX_DELAY",
+        "seconds (fractions allowed); default 2",
+    ),
+    (
+        "CACHE_CALL_TIMEOUT_MS",
+        "milliseconds, 0 = none; default none",
+    ),
+    (
+        "REDIS_CIRCUIT_BREAKER_THRESHOLD",
+        "consecutive failures; default 5",
+    ),
+    (
+        "REDIS_CIRCUIT_BREAKER_TIMEOUT",
+        "seconds (fractions allowed); default 60",
+    ),
     ("REDIS_CIRCUIT_BREAKER_SUCCESS_THRESHOLD", "default 2"),
     ("REDIS_CIRCUIT_BREAKER_HALF_OPEN_MAX_REQUESTS", "default 3"),
     ("REDIS_COMPRESSION_THRESHOLD", "bytes; default 512"),
-    ("REDIS_FAILOVER_COOLDOWN", "seconds (fractions allowed); default 300"),
+    (
+        "REDIS_FAILOVER_COOLDOWN",
+        "seconds (fractions allowed); default 300",
+    ),
     ("CACHE_KEY_PREFIX", "default empty"),
     ("CACHE_DEFAULT_TTL", "seconds, 0 = none; default none"),
-    ("CACHE_FALLBACK_MODE", "disabled, on_failure or write_through; default on_failure"),
+    (
+        "CACHE_FALLBACK_MODE",
+        "disabled, on_failure or write_through; default on_failure",
+    ),
     ("CACHE_FALLBACK_MAX_ENTRIES", "default 10000"),
     ("CACHE_FALLBACK_MAX_BYTES", "default 67108864"),
 ];
@@ -192,7 +219,9 @@ impl Config {
                 .map(|v| {
                     parse_u64(name, &v).and_then(|n| {
                         u32::try_from(n).map_err(|_| {
-                            Error::config(format!("{name}: expected a whole number, got {n} (too large)"))
+                            Error::config(format!(
+                                "{name}: expected a whole number, got {n} (too large)"
+                            ))
                         })
                     })
                 })
@@ -203,7 +232,9 @@ impl Config {
                 .map(|v| {
                     parse_u64(name, &v).and_then(|n| {
                         usize::try_from(n).map_err(|_| {
-                            Error::config(format!("{name}: expected a whole number, got {n} (too large)"))
+                            Error::config(format!(
+                                "{name}: expected a whole number, got {n} (too large)"
+                            ))
                         })
                     })
                 })
@@ -398,12 +429,20 @@ mod tests {
 
     #[test]
     fn url_and_alias() -> Result<(), Error> {
-        assert_eq!(load(&[("REDIS_URL", "redis://a:1")])?.url(), Some("redis://a:1"));
-        assert_eq!(load(&[("REDIS__URL", "redis://b:2")])?.url(), Some("redis://b:2"));
+        assert_eq!(
+            load(&[("REDIS_URL", "redis://a:1")])?.url(),
+            Some("redis://a:1")
+        );
+        assert_eq!(
+            load(&[("REDIS__URL", "redis://b:2")])?.url(),
+            Some("redis://b:2")
+        );
         let same = load(&[("REDIS_URL", "redis://b:2"), ("REDIS__URL", "redis://b:2")])?;
         assert_eq!(same.url(), Some("redis://b:2"));
-        assert!(load_err(&[("REDIS_URL", "redis://a:1"), ("REDIS__URL", "redis://b:2")])
-            .contains("both set"));
+        assert!(
+            load_err(&[("REDIS_URL", "redis://a:1"), ("REDIS__URL", "redis://b:2")])
+                .contains("both set")
+        );
         assert!(load_err(&[("REDIS_URL", "localhost:6379")]).starts_with("REDIS_URL: "));
         // Empty counts as unset.
         assert!(load(&[("REDIS_URL", "  ")])?.is_memory_only());
@@ -416,38 +455,88 @@ mod tests {
         let url = ("REDIS_URL", "redis://localhost");
         type Check = fn(&Config) -> bool;
         let cases: &[(&str, &str, Check)] = &[
-            ("CACHE_SOCKET_CONNECT_TIMEOUT_MS", "1500", |c| c.connect_timeout() == Duration::from_millis(1500)),
-            ("CACHE_SOCKET_TIMEOUT_MS", "250", |c| c.socket_timeout() == Duration::from_millis(250)),
-            ("CACHE_CHECKOUT_TIMEOUT_MS", "750", |c| c.checkout_timeout() == Duration::from_millis(750)),
-            ("CACHE_CALL_TIMEOUT_MS", "5000", |c| c.call_timeout() == Some(Duration::from_secs(5))),
-            ("CACHE_HEALTH_CHECK_INTERVAL", "0.5", |c| c.health_check_interval() == Duration::from_millis(500)),
+            ("CACHE_SOCKET_CONNECT_TIMEOUT_MS", "1500", |c| {
+                c.connect_timeout() == Duration::from_millis(1500)
+            }),
+            ("CACHE_SOCKET_TIMEOUT_MS", "250", |c| {
+                c.socket_timeout() == Duration::from_millis(250)
+            }),
+            ("CACHE_CHECKOUT_TIMEOUT_MS", "750", |c| {
+                c.checkout_timeout() == Duration::from_millis(750)
+            }),
+            ("CACHE_CALL_TIMEOUT_MS", "5000", |c| {
+                c.call_timeout() == Some(Duration::from_secs(5))
+            }),
+            ("CACHE_HEALTH_CHECK_INTERVAL", "0.5", |c| {
+                c.health_check_interval() == Duration::from_millis(500)
+            }),
             ("CACHE_MAX_CONNECTIONS", "8", |c| c.max_connections() == 8),
             ("CACHE_MIN_IDLE", "2", |c| c.min_idle() == 2),
-            ("CACHE_IDLE_TIMEOUT", "120", |c| c.idle_timeout() == Some(Duration::from_secs(120))),
-            ("CACHE_MAX_LIFETIME", "600", |c| c.max_lifetime() == Some(Duration::from_secs(600))),
-            ("CACHE_KEEPALIVE_IDLE", "10", |c| c.keepalive_idle() == Duration::from_secs(10)),
-            ("CACHE_KEEPALIVE_INTERVAL", "5", |c| c.keepalive_interval() == Duration::from_secs(5)),
+            ("CACHE_IDLE_TIMEOUT", "120", |c| {
+                c.idle_timeout() == Some(Duration::from_secs(120))
+            }),
+            ("CACHE_MAX_LIFETIME", "600", |c| {
+                c.max_lifetime() == Some(Duration::from_secs(600))
+            }),
+            ("CACHE_KEEPALIVE_IDLE", "10", |c| {
+                c.keepalive_idle() == Duration::from_secs(10)
+            }),
+            ("CACHE_KEEPALIVE_INTERVAL", "5", |c| {
+                c.keepalive_interval() == Duration::from_secs(5)
+            }),
             ("CACHE_KEEPALIVE_COUNT", "4", |c| c.keepalive_count() == 4),
             ("CACHE_MAX_RETRIES", "0", |c| c.max_retries() == 0),
-            ("CACHE_RETRY_DELAY", "0.25", |c| c.retry_base_delay() == Duration::from_millis(250)),
-            ("CACHE_RETRY_MAX_DELAY", "3", |c| c.retry_max_delay() == Duration::from_secs(3)),
-            ("REDIS_CIRCUIT_BREAKER_THRESHOLD", "3", |c| c.failure_threshold() == 3),
-            ("REDIS_CIRCUIT_BREAKER_TIMEOUT", "1.5", |c| c.open_timeout() == Duration::from_millis(1500)),
-            ("REDIS_CIRCUIT_BREAKER_SUCCESS_THRESHOLD", "1", |c| c.success_threshold() == 1),
-            ("REDIS_CIRCUIT_BREAKER_HALF_OPEN_MAX_REQUESTS", "1", |c| c.half_open_max_requests() == 1),
-            ("REDIS_COMPRESSION_THRESHOLD", "1024", |c| c.compression_threshold() == 1024),
-            ("REDIS_FAILOVER_COOLDOWN", "30", |c| c.failover_cooldown() == Duration::from_secs(30)),
-            ("CACHE_DEFAULT_TTL", "3600", |c| c.default_ttl() == Some(Duration::from_secs(3600))),
-            ("CACHE_FALLBACK_MAX_ENTRIES", "100", |c| c.fallback_max_entries() == 100),
-            ("CACHE_FALLBACK_MAX_BYTES", "4096", |c| c.fallback_max_bytes() == 4096),
+            ("CACHE_RETRY_DELAY", "0.25", |c| {
+                c.retry_base_delay() == Duration::from_millis(250)
+            }),
+            ("CACHE_RETRY_MAX_DELAY", "3", |c| {
+                c.retry_max_delay() == Duration::from_secs(3)
+            }),
+            ("REDIS_CIRCUIT_BREAKER_THRESHOLD", "3", |c| {
+                c.failure_threshold() == 3
+            }),
+            ("REDIS_CIRCUIT_BREAKER_TIMEOUT", "1.5", |c| {
+                c.open_timeout() == Duration::from_millis(1500)
+            }),
+            ("REDIS_CIRCUIT_BREAKER_SUCCESS_THRESHOLD", "1", |c| {
+                c.success_threshold() == 1
+            }),
+            ("REDIS_CIRCUIT_BREAKER_HALF_OPEN_MAX_REQUESTS", "1", |c| {
+                c.half_open_max_requests() == 1
+            }),
+            ("REDIS_COMPRESSION_THRESHOLD", "1024", |c| {
+                c.compression_threshold() == 1024
+            }),
+            ("REDIS_FAILOVER_COOLDOWN", "30", |c| {
+                c.failover_cooldown() == Duration::from_secs(30)
+            }),
+            ("CACHE_DEFAULT_TTL", "3600", |c| {
+                c.default_ttl() == Some(Duration::from_secs(3600))
+            }),
+            ("CACHE_FALLBACK_MAX_ENTRIES", "100", |c| {
+                c.fallback_max_entries() == 100
+            }),
+            ("CACHE_FALLBACK_MAX_BYTES", "4096", |c| {
+                c.fallback_max_bytes() == 4096
+            }),
         ];
         for (name, value, check) in cases {
             let c = load(&[url, (name, value)])?;
             assert!(check(&c), "{name}={value} not applied: {c:?}");
             // Unset: the default stands.
             let d = load(&[url])?;
-            assert!(!check(&d) || *name == "CACHE_MAX_RETRIES" && d.max_retries() == 0, "{name} default");
-            for bad in ["abc", "-1", "1e999", "NaN", "12abc", "99999999999999999999999"] {
+            assert!(
+                !check(&d) || *name == "CACHE_MAX_RETRIES" && d.max_retries() == 0,
+                "{name} default"
+            );
+            for bad in [
+                "abc",
+                "-1",
+                "1e999",
+                "NaN",
+                "12abc",
+                "99999999999999999999999",
+            ] {
                 let msg = load_err(&[url, (name, bad)]);
                 assert!(msg.starts_with(&format!("{name}: ")), "{name}={bad}: {msg}");
             }
@@ -469,7 +558,10 @@ mod tests {
             ("CACHE_FALLBACK_MAX_ENTRIES", "0"),
         ] {
             let msg = load_err(&[url, (name, value)]);
-            assert!(msg.starts_with(&format!("{name}: ")), "{name}={value}: {msg}");
+            assert!(
+                msg.starts_with(&format!("{name}: ")),
+                "{name}={value}: {msg}"
+            );
         }
     }
 
@@ -515,14 +607,20 @@ mod tests {
         ])?;
         assert_eq!(c.fallback_url(), None);
         for yes in ["1", "true", "TRUE", "yes", "on"] {
-            let c = load(&[base, ("REDIS_FALLBACK_URL", "redis://s"), ("REDIS_FALLBACK_ENABLED", yes)])?;
+            let c = load(&[
+                base,
+                ("REDIS_FALLBACK_URL", "redis://s"),
+                ("REDIS_FALLBACK_ENABLED", yes),
+            ])?;
             assert!(c.fallback_url().is_some(), "{yes}");
         }
         assert!(load_err(&[base, ("REDIS_FALLBACK_ENABLED", "maybe")])
             .starts_with("REDIS_FALLBACK_ENABLED: expected true or false"));
         assert!(load_err(&[base, ("REDIS_FALLBACK_ENABLED", "true")])
             .contains("REDIS_FALLBACK_URL is not set"));
-        assert!(load_err(&[base, ("REDIS_FALLBACK_URL", "nope")]).starts_with("REDIS_FALLBACK_URL: "));
+        assert!(
+            load_err(&[base, ("REDIS_FALLBACK_URL", "nope")]).starts_with("REDIS_FALLBACK_URL: ")
+        );
         Ok(())
     }
 
@@ -536,8 +634,13 @@ mod tests {
         ] {
             assert_eq!(load(&[("CACHE_FALLBACK_MODE", v)])?.fallback_mode(), mode);
         }
-        assert!(load_err(&[("CACHE_FALLBACK_MODE", "sometimes")]).starts_with("CACHE_FALLBACK_MODE: "));
-        assert_eq!(load(&[("CACHE_KEY_PREFIX", "svc: ")])?.key_prefix(), "svc: ");
+        assert!(
+            load_err(&[("CACHE_FALLBACK_MODE", "sometimes")]).starts_with("CACHE_FALLBACK_MODE: ")
+        );
+        assert_eq!(
+            load(&[("CACHE_KEY_PREFIX", "svc: ")])?.key_prefix(),
+            "svc: "
+        );
         Ok(())
     }
 
@@ -554,13 +657,34 @@ mod tests {
         let names: Vec<&str> = VARIABLES.iter().map(|(n, _)| *n).collect();
         let l = &ENV_LABELS;
         for label in [
-            l.url, l.fallback_url, l.fallback_enabled, l.connect_timeout, l.socket_timeout,
-            l.max_connections, l.min_idle, l.checkout_timeout, l.health_check_interval,
-            l.idle_timeout, l.max_lifetime, l.keepalive_idle, l.keepalive_interval,
-            l.keepalive_count, l.failure_threshold, l.success_threshold, l.open_timeout,
-            l.half_open_max_requests, l.max_retries, l.retry_base_delay, l.retry_max_delay,
-            l.call_timeout, l.fallback_max_entries, l.fallback_max_bytes, l.key_prefix,
-            l.default_ttl, l.compression_threshold, l.failover_cooldown,
+            l.url,
+            l.fallback_url,
+            l.fallback_enabled,
+            l.connect_timeout,
+            l.socket_timeout,
+            l.max_connections,
+            l.min_idle,
+            l.checkout_timeout,
+            l.health_check_interval,
+            l.idle_timeout,
+            l.max_lifetime,
+            l.keepalive_idle,
+            l.keepalive_interval,
+            l.keepalive_count,
+            l.failure_threshold,
+            l.success_threshold,
+            l.open_timeout,
+            l.half_open_max_requests,
+            l.max_retries,
+            l.retry_base_delay,
+            l.retry_max_delay,
+            l.call_timeout,
+            l.fallback_max_entries,
+            l.fallback_max_bytes,
+            l.key_prefix,
+            l.default_ttl,
+            l.compression_threshold,
+            l.failover_cooldown,
         ] {
             assert!(names.contains(&label), "{label} missing from VARIABLES");
         }

@@ -182,9 +182,11 @@ fn decode(label: &str, what: &str, raw: &str) -> Result<Option<String>, Error> {
         return Ok(None);
     }
     let bytes: Vec<u8> = percent_decode(raw.as_bytes());
-    String::from_utf8(bytes)
-        .map(Some)
-        .map_err(|_| Error::config(format!("{label}: the {what} is not valid UTF-8 once percent-decoded")))
+    String::from_utf8(bytes).map(Some).map_err(|_| {
+        Error::config(format!(
+            "{label}: the {what} is not valid UTF-8 once percent-decoded"
+        ))
+    })
 }
 
 /// `%XX` decoding; a `%` not followed by two hex digits stays as it is.
@@ -312,7 +314,13 @@ mod tests {
         let e = ok("rediss://default:pw@eu1-fine-cat.upstash.io:6379");
         assert!(e.tls);
         assert!(!e.insecure_fragment);
-        assert!(matches!(e.info.addr(), ConnectionAddr::TcpTls { insecure: false, .. }));
+        assert!(matches!(
+            e.info.addr(),
+            ConnectionAddr::TcpTls {
+                insecure: false,
+                ..
+            }
+        ));
         let e = ok("rediss://host:6380#insecure");
         assert!(e.insecure_fragment);
         assert_eq!(e.redacted, "rediss://host:6380#insecure");
@@ -354,7 +362,10 @@ mod tests {
                 Ok(_) => panic!("{raw} should be rejected"),
                 Err(e) => format!("{e} {e:?}"),
             };
-            assert!(!msg.contains("topsecret") && !msg.contains("top secret"), "{msg}");
+            assert!(
+                !msg.contains("topsecret") && !msg.contains("top secret"),
+                "{msg}"
+            );
         }
     }
 
