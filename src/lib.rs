@@ -33,6 +33,7 @@
 mod clock;
 mod config;
 mod error;
+mod jitter;
 
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use config::{Config, ConfigBuilder, FallbackMode};
