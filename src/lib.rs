@@ -35,6 +35,9 @@ mod config;
 mod error;
 mod jitter;
 
+#[doc(hidden)]
+pub mod fuzz_support;
+
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use config::{Config, ConfigBuilder, FallbackMode};
 pub use error::{Error, ErrorClass, ErrorKind, RateLimit};

@@ -1,0 +1,55 @@
+//! Checks run by the fuzz targets in `fuzz/` and replayed on stable Rust by
+//! `tests/regression_fuzz.rs`. Not part of the public API.
+
+use crate::{Config, ErrorKind};
+
+/// The password embedded in a URL-looking string, if any: what must never
+/// appear in a message.
+fn password_in(raw: &str) -> Option<String> {
+    let url = url::Url::parse(raw.trim()).ok()?;
+    let pw = url.password()?.to_string();
+    // Short passwords collide with ordinary text ("1", "a"): only check
+    // ones that are unmistakable.
+    (pw.len() >= 6).then_some(pw)
+}
+
+fn assert_clean(text: &str, secrets: &[String]) {
+    for s in secrets {
+        assert!(!text.contains(s.as_str()), "secret leaked into: {text}");
+    }
+}
+
+/// Feeds `url` to the builder and `env` (indexes into `names`, values) to
+/// `Config::from_env_with`. Panics if either panics, returns an error of a
+/// kind other than `Config`, or shows a password.
+pub fn check_config_case(url: &str, env: &[(u8, String)], names: &[&str]) {
+    let mut secrets: Vec<String> = password_in(url).into_iter().collect();
+    let pairs: Vec<(&str, &str)> = env
+        .iter()
+        .filter(|_| !names.is_empty())
+        .map(|(i, v)| (names[*i as usize % names.len()], v.as_str()))
+        .collect();
+    secrets.extend(pairs.iter().filter_map(|(_, v)| password_in(v)));
+
+    match Config::builder(url).build() {
+        Ok(c) => assert_clean(&format!("{c:?}{c}"), &secrets),
+        Err(e) => {
+            assert_eq!(e.kind(), ErrorKind::Config);
+            assert_clean(&format!("{e:?}{e}"), &secrets);
+        }
+    }
+    let lookup = |name: &str| {
+        pairs
+            .iter()
+            .rev()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.to_string())
+    };
+    match Config::from_env_with(lookup) {
+        Ok(c) => assert_clean(&format!("{c:?}{c}"), &secrets),
+        Err(e) => {
+            assert_eq!(e.kind(), ErrorKind::Config);
+            assert_clean(&format!("{e:?}{e}"), &secrets);
+        }
+    }
+}
