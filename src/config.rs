@@ -13,8 +13,10 @@ use std::time::Duration;
 use crate::error::Error;
 
 mod env;
+mod tls;
 mod url;
 
+pub(crate) use self::tls::TlsOptions;
 pub(crate) use self::url::Endpoint;
 
 /// What the in-memory fallback store does.
@@ -120,6 +122,7 @@ pub struct Config {
     pub(crate) default_ttl: Option<Duration>,
     pub(crate) compression_threshold: usize,
     pub(crate) failover_cooldown: Duration,
+    pub(crate) tls: TlsOptions,
 }
 
 impl Default for Config {
@@ -154,6 +157,7 @@ impl Default for Config {
             default_ttl: None,
             compression_threshold: 512,
             failover_cooldown: Duration::from_secs(300),
+            tls: TlsOptions::default(),
         }
     }
 }
@@ -550,6 +554,7 @@ impl ConfigBuilder {
             }
             (None, false) => None,
         };
+        crate::tls::apply(&c.tls, labels, c.primary.as_mut(), c.secondary.as_mut())?;
         if c.secondary.is_some() && c.primary.is_none() {
             return Err(Error::config(format!(
                 "{}: a fallback Redis needs a primary {} as well",
@@ -690,6 +695,9 @@ pub(crate) struct Labels {
     pub default_ttl: &'static str,
     pub compression_threshold: &'static str,
     pub failover_cooldown: &'static str,
+    pub tls_ca_file: &'static str,
+    pub tls_cert_file: &'static str,
+    pub tls_key_file: &'static str,
 }
 
 impl Labels {
@@ -722,6 +730,9 @@ impl Labels {
         default_ttl: "default_ttl",
         compression_threshold: "compression_threshold",
         failover_cooldown: "failover_cooldown",
+        tls_ca_file: "tls_ca_file",
+        tls_cert_file: "tls_client_cert",
+        tls_key_file: "tls_client_key",
     };
 }
 
@@ -797,6 +808,8 @@ impl fmt::Debug for Config {
             .field("default_ttl", &self.default_ttl)
             .field("compression_threshold", &self.compression_threshold)
             .field("failover_cooldown", &self.failover_cooldown)
+            // Paths only: certificate and key contents are never shown.
+            .field("tls", &self.tls)
             .finish()
     }
 }

@@ -338,6 +338,11 @@ pub(crate) fn classify(err: &redis::RedisError) -> Classified {
     use redis::ServerErrorKind as S;
     use ErrorClass::{Permanent, Transient};
 
+    // A rustls failure arrives as an I/O (or client) error: look for it first.
+    #[cfg(feature = "tls")]
+    if let Some(c) = crate::tls::classify(err) {
+        return c;
+    }
     match err.kind() {
         K::Io => classify_io(err),
         K::Server(server_kind) => {

@@ -34,6 +34,7 @@ mod clock;
 mod config;
 mod error;
 mod jitter;
+mod tls;
 
 #[doc(hidden)]
 pub mod fuzz_support;

@@ -66,6 +66,15 @@ pub(crate) const VARIABLES: &[(&str, &str)] = &[
     ),
     ("CACHE_FALLBACK_MAX_ENTRIES", "default 10000"),
     ("CACHE_FALLBACK_MAX_BYTES", "default 67108864"),
+    (
+        "REDIS_TLS_CA_FILE",
+        "PEM CA bundle for rediss://, replaces the platform roots",
+    ),
+    ("REDIS_TLS_CERT_FILE", "PEM client certificate (mutual TLS)"),
+    (
+        "REDIS_TLS_KEY_FILE",
+        "PEM private key of REDIS_TLS_CERT_FILE",
+    ),
 ];
 
 const ENV_LABELS: Labels = Labels {
@@ -97,6 +106,9 @@ const ENV_LABELS: Labels = Labels {
     default_ttl: "CACHE_DEFAULT_TTL",
     compression_threshold: "REDIS_COMPRESSION_THRESHOLD",
     failover_cooldown: "REDIS_FAILOVER_COOLDOWN",
+    tls_ca_file: "REDIS_TLS_CA_FILE",
+    tls_cert_file: "REDIS_TLS_CERT_FILE",
+    tls_key_file: "REDIS_TLS_KEY_FILE",
 };
 
 impl Config {
@@ -130,6 +142,11 @@ impl Config {
     /// | `CACHE_DEFAULT_TTL` | s, `0` = none; default none |
     /// | `CACHE_FALLBACK_MODE` | `disabled`, `on_failure`, `write_through`; default `on_failure` |
     /// | `CACHE_FALLBACK_MAX_ENTRIES` / `_BYTES` | default 10000 / 64 MiB |
+    /// | `REDIS_TLS_CA_FILE` | PEM CA bundle for `rediss://`; replaces the platform roots |
+    /// | `REDIS_TLS_CERT_FILE` / `REDIS_TLS_KEY_FILE` | PEM client certificate and key (mutual TLS); set both |
+    ///
+    /// TLS verification cannot be turned off from the environment: that
+    /// takes [`ConfigBuilder::danger_accept_invalid_certs`](crate::ConfigBuilder::danger_accept_invalid_certs).
     ///
     /// A variable that is set to an empty string counts as unset. Values
     /// are trimmed.
@@ -320,6 +337,7 @@ impl Config {
         if let Some(v) = size(l.fallback_max_bytes)? {
             b = b.fallback_max_bytes(v);
         }
+        b = super::tls::from_env(b, get);
         let retry_delay_given = get(l.retry_base_delay).is_some();
         let retry_max_given = get(l.retry_max_delay).is_some();
         if retry_delay_given && !retry_max_given {
@@ -685,6 +703,9 @@ mod tests {
             l.default_ttl,
             l.compression_threshold,
             l.failover_cooldown,
+            l.tls_ca_file,
+            l.tls_cert_file,
+            l.tls_key_file,
         ] {
             assert!(names.contains(&label), "{label} missing from VARIABLES");
         }
