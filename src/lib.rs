@@ -38,6 +38,8 @@ mod tls;
 
 #[doc(hidden)]
 pub mod fuzz_support;
+#[doc(hidden)]
+pub mod test_support;
 
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use config::{Config, ConfigBuilder, FallbackMode};

@@ -38,8 +38,6 @@ pub(crate) use classify::classify;
 /// during the handshake is [`ErrorKind::Tls`](crate::ErrorKind::Tls),
 /// transient and counting against the breaker. The pool's connect path
 /// calls this instead of `Error::from_redis`.
-// Called by the pool (branch `pool`), which has not landed yet.
-#[allow(dead_code)]
 pub(crate) fn connect_error(err: redis::RedisError, endpoint: &Endpoint) -> Error {
     #[cfg(feature = "tls")]
     return classify::connect_error(err, endpoint);

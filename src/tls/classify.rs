@@ -93,8 +93,13 @@ fn certificate(c: &C) -> String {
             expected,
             presented,
         } => format!(
-            "server certificate not valid for name {expected:?} (it names {})",
-            presented.join(", ")
+            "server certificate not valid for name {} (it names {})",
+            server_name(expected),
+            presented
+                .iter()
+                .map(|p| presented_name(p))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         C::Expired | C::ExpiredContext { .. } => "server certificate expired".to_string(),
         C::NotValidYet | C::NotValidYetContext { .. } => {
@@ -106,6 +111,26 @@ fn certificate(c: &C) -> String {
         other => format!("server certificate rejected ({other:?})"),
     };
     format!("TLS verification failed: {what}")
+}
+
+fn server_name(name: &rustls::pki_types::ServerName<'_>) -> String {
+    use rustls::pki_types::ServerName as N;
+    match name {
+        N::DnsName(d) => d.as_ref().to_string(),
+        N::IpAddress(ip) => std::net::IpAddr::from(*ip).to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// rustls renders the certificate's names as `DnsName("x")` /
+/// `IpAddress(x)`; show just `x`.
+fn presented_name(p: &str) -> &str {
+    let p = p
+        .strip_prefix("DnsName(")
+        .or_else(|| p.strip_prefix("IpAddress("))
+        .and_then(|p| p.strip_suffix(')'))
+        .unwrap_or(p);
+    p.trim_matches('"')
 }
 
 fn received(alert: A) -> String {
