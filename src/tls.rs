@@ -1,8 +1,8 @@
 //! TLS for `rediss://`, as a config-time transformation of the endpoints.
 //!
-//! When a [`Config`](crate::Config) is built, the CA bundle, the client
-//! certificate and key (or, without a bundle, the platform's trust store)
-//! are read and parsed **once**, and attached to each TLS endpoint's
+//! When a [`Config`](crate::Config) is built, the CA bundle and the client
+//! certificate and key are read and parsed **once** (the platform's trust
+//! store, used without a bundle, once per process), and attached to each TLS endpoint's
 //! `redis::ConnectionInfo`. The pool then connects with redis-rs' plain
 //! sync `connect` and needs no TLS code of its own.
 //!
@@ -184,4 +184,27 @@ fn attach(
         );
     }
     Ok(())
+}
+
+#[cfg(all(test, not(feature = "tls")))]
+mod tests {
+    use crate::{Config, ErrorKind};
+
+    #[test]
+    fn without_the_feature_tls_is_a_config_error() {
+        for b in [
+            Config::builder("rediss://h:6380"),
+            Config::builder("redis://h").fallback_url("rediss://s:6380"),
+            Config::builder("redis://h").tls_ca_file("/ca.pem"),
+            Config::builder("redis://h").danger_accept_invalid_certs(true),
+        ] {
+            match b.build() {
+                Ok(c) => panic!("built {c:?}"),
+                Err(e) => {
+                    assert_eq!(e.kind(), ErrorKind::Config);
+                    assert!(e.to_string().contains("`tls` feature"), "{e}");
+                }
+            }
+        }
+    }
 }

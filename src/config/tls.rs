@@ -190,6 +190,10 @@ mod tests {
         let msg = config_err(b().tls_ca_file(&broken).build());
         assert!(msg.contains("is not valid PEM"), "{msg}");
 
+        // A directory (or FIFO, device) is refused before any read.
+        let msg = config_err(b().tls_ca_file(&certs.dir).build());
+        assert!(msg.contains("not a regular file"), "{msg}");
+
         // A key file that holds only a certificate.
         let msg = config_err(
             b().tls_client_cert(certs.path("client.pem"), certs.path("ca.pem"))

@@ -43,11 +43,11 @@ impl Material {
                     Error::config(format!(
                         "{}: {} holds a certificate that cannot be a trust anchor ({e})",
                         labels.tls_ca_file,
-                        path.display()
+                        shown(path)
                     ))
                 })?;
             }
-            origin = format!("{} ({} certificates)", path.display(), store.len());
+            origin = format!("{} ({} certificates)", shown(path), store.len());
             root_pem = Some(bytes);
         } else if need_roots && !opts.danger_accept_invalid_certs {
             let (pem, count) = platform_roots();
@@ -71,7 +71,7 @@ impl Material {
                     pem::Error::NoItemsFound => Error::config(format!(
                         "{}: no private key found in {}",
                         labels.tls_key_file,
-                        key_path.display()
+                        shown(key_path)
                     )),
                     other => not_pem(labels.tls_key_file, key_path, &other),
                 })?;
@@ -115,24 +115,48 @@ pub(crate) fn ensure_crypto_provider() {
 }
 
 fn read(label: &str, path: &Path) -> Result<Vec<u8>, Error> {
-    let shown = path.display();
-    let file = std::fs::File::open(path).map_err(|e| match e.kind() {
+    let shown = shown(path);
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => {
             Error::config(format!("{label}: {shown} is missing (no such file)"))
         }
         _ => Error::config(format!("{label}: cannot read {shown} ({e})")).with_source(e),
     })?;
-    let mut bytes = Vec::new();
-    file.take(MAX_PEM_FILE + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| Error::config(format!("{label}: cannot read {shown} ({e})")).with_source(e))?;
-    if bytes.len() as u64 > MAX_PEM_FILE {
+    // Not a FIFO or a device: reading one could block or never end.
+    if !meta.is_file() {
+        return Err(Error::config(format!(
+            "{label}: {shown} is not a regular file; expected a PEM file"
+        )));
+    }
+    if meta.len() > MAX_PEM_FILE {
         return Err(Error::config(format!(
             "{label}: {shown} is larger than {} MiB; expected a PEM file",
             MAX_PEM_FILE >> 20
         )));
     }
+    let read_err = |e: std::io::Error| {
+        Error::config(format!("{label}: cannot read {shown} ({e})")).with_source(e)
+    };
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    let mut bytes = Vec::new();
+    // Bounded even if the file grows between the two calls.
+    file.take(MAX_PEM_FILE)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
     Ok(bytes)
+}
+
+/// The path for a message. A URL pasted into a file variable by mistake
+/// may hold a password: show it as `***`.
+pub(crate) fn shown(path: &Path) -> String {
+    let text = path.display().to_string();
+    match url::Url::parse(&text) {
+        Ok(url) => match url.password() {
+            Some(pw) if !pw.is_empty() => text.replace(pw, "***"),
+            _ => text,
+        },
+        Err(_) => text,
+    }
 }
 
 fn certificates(
@@ -146,17 +170,14 @@ fn certificates(
     if certs.is_empty() {
         return Err(Error::config(format!(
             "{label}: no certificate found in {} (expected PEM \"BEGIN CERTIFICATE\" blocks)",
-            path.display()
+            shown(path)
         )));
     }
     Ok(certs)
 }
 
 fn not_pem(label: &str, path: &Path, e: &pem::Error) -> Error {
-    Error::config(format!(
-        "{label}: {} is not valid PEM ({e})",
-        path.display()
-    ))
+    Error::config(format!("{label}: {} is not valid PEM ({e})", shown(path)))
 }
 
 /// Builds a client config once with the pair, so that a key of an
@@ -180,7 +201,7 @@ fn check_key_pair(
             Error::config(format!(
                 "{}: {} cannot be used with the client certificate in {} ({e})",
                 labels.tls_key_file,
-                key_path.display(),
+                shown(key_path),
                 labels.tls_cert_file
             ))
         })
@@ -189,7 +210,16 @@ fn check_key_pair(
 /// The platform's trust store as one PEM bundle, keeping only certificates
 /// rustls accepts as trust anchors (stores often hold a few it does not;
 /// redis-rs would otherwise reject the whole bundle). `None` when empty.
+///
+/// Loaded once per process and shared by every config built after: the
+/// load reads the whole store from disk (milliseconds), and the store does
+/// not change under a running process often enough to pay that per client.
 fn platform_roots() -> (Option<Vec<u8>>, usize) {
+    static ROOTS: std::sync::OnceLock<(Option<Vec<u8>>, usize)> = std::sync::OnceLock::new();
+    ROOTS.get_or_init(load_platform_roots).clone()
+}
+
+fn load_platform_roots() -> (Option<Vec<u8>>, usize) {
     let result = rustls_native_certs::load_native_certs();
     for e in &result.errors {
         log::debug!("platform trust store: {e}");
@@ -241,6 +271,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn paths_that_are_urls_hide_their_password() {
+        assert_eq!(
+            shown(Path::new("rediss://u:s3cr3tpw@host:6380")),
+            "rediss://u:***@host:6380"
+        );
+        assert_eq!(shown(Path::new("/etc/ca.pem")), "/etc/ca.pem");
+    }
+
+    #[test]
     fn pem_encoding_round_trips() {
         for len in [0usize, 1, 2, 3, 4, 47, 48, 49, 100, 1000] {
             let der: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
@@ -262,6 +301,7 @@ mod tests {
     #[test]
     fn platform_roots_are_loaded_once_as_pem() {
         let (pem, count) = platform_roots();
+        assert_eq!(platform_roots(), (pem.clone(), count));
         // The test machines have Debian's ca-certificates; an empty store
         // would mean the fallback path, which is also valid.
         if let Some(pem) = pem {
