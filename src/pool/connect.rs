@@ -35,9 +35,11 @@ pub(crate) fn tcp_settings(config: &Config) -> TcpSettings {
         .set_keepalive(keepalive);
     #[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
     let settings = settings.set_user_timeout(
-        config
-            .keepalive_idle
-            .saturating_add(config.keepalive_interval.saturating_mul(config.keepalive_count)),
+        config.keepalive_idle.saturating_add(
+            config
+                .keepalive_interval
+                .saturating_mul(config.keepalive_count),
+        ),
     );
     settings
 }
@@ -45,10 +47,7 @@ pub(crate) fn tcp_settings(config: &Config) -> TcpSettings {
 impl RedisManager {
     pub(crate) fn new(endpoint: &Endpoint, config: &Config) -> RedisManager {
         RedisManager {
-            info: endpoint
-                .info
-                .clone()
-                .set_tcp_settings(tcp_settings(config)),
+            info: endpoint.info.clone().set_tcp_settings(tcp_settings(config)),
             redacted: endpoint.redacted.clone(),
             socket_timeout: config.socket_timeout,
         }

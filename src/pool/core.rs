@@ -76,6 +76,7 @@ impl Settings {
 }
 
 /// One pooled connection with its timestamps.
+#[derive(Debug)]
 pub(crate) struct Entry<C> {
     pub(crate) conn: C,
     pub(crate) id: u64,
