@@ -14,8 +14,12 @@
 // with a clear message is the right report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod fake;
+pub mod proxy;
 pub mod server;
 
+pub use fake::FakeRedis;
+pub use proxy::{FaultProxy, Mode};
 pub use server::{RedisServer, RedisServerBuilder};
 
 use std::net::{SocketAddr, TcpListener};
