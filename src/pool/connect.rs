@@ -16,7 +16,7 @@ use crate::error::Error;
 
 /// Connects to one endpoint and checks its connections.
 pub(crate) struct RedisManager {
-    info: ConnectionInfo,
+    pub(crate) info: ConnectionInfo,
     redacted: String,
     socket_timeout: Duration,
 }
@@ -54,15 +54,35 @@ impl RedisManager {
     }
 
     fn connect_inner(&self, timeout: Duration) -> redis::RedisResult<Connection> {
-        // `Client::open` on a ConnectionInfo does no I/O; the connect,
-        // handshake (AUTH, SELECT) and TLS all run within `timeout`.
-        let conn = Client::open(self.info.clone())?.get_connection_with_timeout(timeout)?;
+        // redis-rs waits up to its timeout for *each* reply of the handshake
+        // pipeline (it keeps reading after a timed-out reply), so a silent
+        // server would hold us for a multiple of it: share it out instead.
+        let per_reply = (timeout / handshake_replies(&self.info)).max(Duration::from_millis(1));
+        // `Client::open` on a ConnectionInfo does no I/O.
+        let conn = Client::open(self.info.clone())?.get_connection_with_timeout(per_reply)?;
         // redis-rs clears the socket timeouts after its handshake: without
         // these a blackholed server would block a command forever.
         conn.set_read_timeout(Some(self.socket_timeout))?;
         conn.set_write_timeout(Some(self.socket_timeout))?;
         Ok(conn)
     }
+}
+
+/// How many replies redis-rs reads during its connection handshake: AUTH
+/// (or HELLO), SELECT, and the two CLIENT SETINFO.
+pub(crate) fn handshake_replies(info: &ConnectionInfo) -> u32 {
+    let redis = info.redis_settings();
+    let mut n = 0;
+    if redis.password().is_some() || redis.protocol().supports_resp3() {
+        n += 1;
+    }
+    if redis.db() != 0 {
+        n += 1;
+    }
+    if !redis.skip_set_lib_name() {
+        n += 2;
+    }
+    n.max(1)
 }
 
 impl Manage for RedisManager {
