@@ -29,7 +29,10 @@ fn ping_loop(name: &str, url: &str) {
         black_box(pong);
     }
     let ns = start.elapsed().as_nanos() / u128::from(ITERATIONS);
-    println!("{name:<28} {ns:>8} ns/op  ({} ops/s)", 1_000_000_000 / ns.max(1));
+    println!(
+        "{name:<28} {ns:>8} ns/op  ({} ops/s)",
+        1_000_000_000 / ns.max(1)
+    );
 }
 
 fn main() {
