@@ -488,6 +488,33 @@ mod tests {
         assert!(!is_idempotent(&c));
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            cases: 2_000,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0x1DE),
+            failure_persistence: None,
+            ..proptest::test_runner::Config::default()
+        })]
+
+        /// Any bytes as a command never panic, and a name the tables do not
+        /// know is never idempotent.
+        #[test]
+        fn arbitrary_commands_never_panic(
+            args in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..40), 0..6),
+        ) {
+            let mut c = redis::Cmd::new();
+            for a in &args {
+                c.arg(a.as_slice());
+            }
+            let verdict = is_idempotent(&c);
+            let known = args.first().is_some_and(|name| {
+                let upper = name.to_ascii_uppercase();
+                READ_ONLY.iter().chain(IDEMPOTENT_WRITES).any(|n| n.as_bytes() == upper)
+            });
+            proptest::prop_assert!(!verdict || known);
+        }
+    }
+
     #[test]
     fn pipelines() {
         let mut p = redis::pipe();

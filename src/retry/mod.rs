@@ -1,24 +1,6 @@
 //! Retries: which failures are retried, how often, how long to wait, and how
-//! many retries the whole client may make.
-//!
-//! A retry hides a transient fault (a reset idle connection, a restart) but
-//! can also apply `INCR` twice or keep a recovering server down with a retry
-//! storm. [`Retrier::run`] retries a failed attempt only when **all** hold:
-//!
-//! 1. the error is [`ErrorClass::Transient`] and not
-//!    [`ErrorKind::CircuitOpen`] (rate limits go elsewhere, permanent errors
-//!    fail the same way again, an open breaker rejects at once);
-//! 2. the command is idempotent ([`Idempotency`]), **or** the failure
-//!    certainly came before any byte was written
-//!    (`!`[`Error::may_have_executed`]: checkout or connect failed);
-//! 3. retries are left ([`RetryPolicy::max_retries`]);
-//! 4. the optional per-call deadline leaves room for the backoff;
-//! 5. the client-wide [`RetryBudget`] grants a token.
-//!
-//! The delay before retry `n` is full jitter over
-//! `[0, min(max_delay, base_delay · 2^n)]` ([`RetryPolicy`]); it is slept
-//! through the [`Clock`](crate::Clock), so a [`ManualClock`](crate::ManualClock)
-//! makes tests instant.
+//! many retries the whole client may make. The rules are documented on
+//! [`Retrier`], where users see them.
 
 mod budget;
 mod idempotency;
@@ -69,6 +51,31 @@ impl RetryObserver for () {}
 
 /// Runs a call's attempts under a [`RetryPolicy`], a shared
 /// [`RetryBudget`] and an optional per-call deadline.
+///
+/// A retry hides a transient fault (a reset idle connection, a restart) but
+/// can also apply `INCR` twice or keep a recovering server down with a retry
+/// storm. A failed attempt is retried only when **all** hold:
+///
+/// 1. the error is [`ErrorClass::Transient`] and not
+///    [`ErrorKind::CircuitOpen`]: a rate limit is never retried against the
+///    same endpoint (the failover layer sends it elsewhere), a permanent
+///    error fails the same way again, an open breaker rejects at once;
+/// 2. the command is idempotent (see [`Idempotency`] and [`is_idempotent`]),
+///    **or** the failure certainly came before any byte was written
+///    ([`Error::may_have_executed`] is `false`: checkout or connect failed);
+/// 3. retries are left ([`RetryPolicy::max_retries`]);
+/// 4. the optional per-call deadline leaves room for the backoff;
+/// 5. the client-wide [`RetryBudget`] grants a token (asked last, so that
+///    only retries really made spend tokens).
+///
+/// The delay before retry `n` (0 for the first retry) is uniform in
+/// `[0, min(max_delay, base_delay · 2^n)]` ([`RetryPolicy`]). It is slept
+/// through the [`Clock`](crate::Clock), so a
+/// [`ManualClock`](crate::ManualClock) makes tests instant.
+///
+/// Each retry is logged at DEBUG (never WARN: during an outage that would be
+/// a log flood); the budget logs WARN once when it starts denying retries
+/// and INFO once when it grants one again.
 ///
 /// Cheap to share: `run` takes `&self` and the jitter source is lock-free.
 /// Retriers built for one client share one budget (`Arc<RetryBudget>`).
@@ -175,7 +182,7 @@ impl Retrier {
     }
 
     /// Runs `attempt` until it succeeds or a failure is not to be retried
-    /// (see the [module rules](self)). `idempotent` says whether the command
+    /// (see the rules [above](Retrier)). `idempotent` says whether the command
     /// may be re-sent after it may have reached the server (see
     /// [`Idempotency::for_cmd`]). Each success credits the budget.
     ///

@@ -295,3 +295,11 @@ fn from_config_uses_the_config() {
     let debug = format!("{r:?}");
     assert!(debug.contains("max_retries: 7"), "{debug}");
 }
+
+#[test]
+fn retrier_and_budget_are_shared_across_threads() {
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+    assert_send_sync::<Retrier>();
+    assert_send_sync::<RetryBudget>();
+    assert_send_sync::<Attempt>();
+}
