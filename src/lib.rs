@@ -34,6 +34,7 @@ mod clock;
 mod config;
 mod error;
 mod jitter;
+mod retry;
 
 #[doc(hidden)]
 pub mod fuzz_support;
@@ -41,6 +42,10 @@ pub mod fuzz_support;
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use config::{Config, ConfigBuilder, FallbackMode};
 pub use error::{Error, ErrorClass, ErrorKind, RateLimit};
+pub use retry::{
+    is_idempotent, is_pipeline_idempotent, Attempt, Idempotency, Retrier, RetryBudget,
+    RetryObserver, RetryPolicy,
+};
 
 /// The `redis` crate this one is built on, re-exported so that callers use
 /// the same version for commands, pipelines and values.
