@@ -20,9 +20,11 @@ fn proxied() -> (RedisServer, FaultProxy) {
     (server, proxy)
 }
 
-/// A plain connection through `url` with 300 ms timeouts.
+/// A plain connection through `url`, with timeouts generous enough for a
+/// loaded machine; tests that expect a timeout set a short one themselves.
+#[track_caller]
 fn conn(url: &str) -> redis::Connection {
-    connect(url, ms(300)).unwrap()
+    connect(url, Duration::from_secs(5)).unwrap()
 }
 
 /// Runs `GET k` and classifies the error it must produce.
@@ -118,6 +120,7 @@ fn reset_mode_resets_existing_and_new_connections() {
 fn blackhole_times_out() {
     let (_server, proxy) = proxied();
     let mut c = conn(&proxy.url());
+    c.set_read_timeout(Some(ms(300))).unwrap();
     proxy.set_mode(Mode::Blackhole);
     let err = get_error(&mut c);
     assert_eq!(err.kind(), ErrorKind::Timeout, "{err:?}");
@@ -338,4 +341,36 @@ fn wrong_password_is_an_auth_error() {
     assert_eq!(err.kind(), ErrorKind::Auth, "{err:?}");
     assert_eq!(err.class(), ErrorClass::Permanent);
     assert!(!err.to_string().contains("wrong"), "password leaked: {err}");
+}
+
+/// Names of this process's threads (Linux only), to check for leaks.
+#[cfg(target_os = "linux")]
+fn thread_names() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_string())
+        .collect()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn dropping_the_proxy_ends_all_its_threads() {
+    let (_server, proxy) = proxied();
+    let prefix = format!("fp{}", proxy.port());
+    let mut c = conn(&proxy.url());
+    let _c2 = conn(&proxy.url());
+    c.set_read_timeout(Some(ms(300))).unwrap();
+    proxy.set_mode(Mode::Blackhole);
+    assert!(get_error(&mut c).is_timeout());
+    let ours = |names: Vec<String>| names.iter().filter(|n| n.starts_with(&prefix)).count();
+    // Acceptor plus two pumps per connection.
+    assert_eq!(ours(thread_names()), 5);
+    drop(proxy);
+    // Drop joined them; the kernel may list an exited thread a moment longer.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while ours(thread_names()) > 0 && std::time::Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    assert_eq!(ours(thread_names()), 0);
 }

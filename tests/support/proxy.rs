@@ -116,7 +116,7 @@ impl FaultProxy {
         });
         let for_thread = Arc::clone(&shared);
         let acceptor = thread::Builder::new()
-            .name(format!("fault-proxy-{port}"))
+            .name(thread_name(port, "a"))
             .spawn(move || accept_loop(&for_thread))
             .unwrap();
         FaultProxy {
@@ -283,6 +283,12 @@ impl Conn {
     }
 }
 
+/// `fp<port><role>`: short enough for Linux's 15-byte thread names, so a
+/// test can find this proxy's threads in `/proc/self/task/*/comm`.
+pub fn thread_name(port: u16, role: &str) -> String {
+    format!("fp{port}{role}")
+}
+
 fn bind_free_port() -> TcpListener {
     for _ in 0..20 {
         if let Ok(listener) = TcpListener::bind(loopback(0)) {
@@ -353,7 +359,7 @@ fn start_connection(shared: &Arc<Shared>, client: TcpStream) {
     for to_server in [true, false] {
         let (shared, conn) = (Arc::clone(shared), Arc::clone(&conn));
         let pump = thread::Builder::new()
-            .name(format!("fault-proxy-{}-pump", shared.port))
+            .name(thread_name(shared.port, "p"))
             .spawn(move || {
                 if to_server {
                     pump_requests(&shared, &conn);
