@@ -34,6 +34,8 @@ mod clock;
 mod config;
 mod error;
 mod jitter;
+mod pool;
+mod retry;
 mod tls;
 
 #[doc(hidden)]
@@ -44,6 +46,11 @@ pub mod test_support;
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use config::{Config, ConfigBuilder, FallbackMode};
 pub use error::{Error, ErrorClass, ErrorKind, RateLimit};
+pub use pool::{CloseReason, Pool, PoolListener, PoolState, PoolStats, PooledConnection};
+pub use retry::{
+    is_idempotent, is_pipeline_idempotent, Attempt, Idempotency, Retrier, RetryBudget,
+    RetryObserver, RetryPolicy,
+};
 
 /// The `redis` crate this one is built on, re-exported so that callers use
 /// the same version for commands, pipelines and values.

@@ -15,5 +15,5 @@ pub fn primary_connect_error(config: &Config, err: redis::RedisError) -> Option<
     config
         .primary
         .as_ref()
-        .map(|e| crate::tls::connect_error(err, e))
+        .map(|e| crate::tls::connect_error(err, e.tls))
 }

@@ -38,12 +38,12 @@ pub(crate) use classify::classify;
 /// during the handshake is [`ErrorKind::Tls`](crate::ErrorKind::Tls),
 /// transient and counting against the breaker. The pool's connect path
 /// calls this instead of `Error::from_redis`.
-pub(crate) fn connect_error(err: redis::RedisError, endpoint: &Endpoint) -> Error {
+pub(crate) fn connect_error(err: redis::RedisError, tls: bool) -> Error {
     #[cfg(feature = "tls")]
-    return classify::connect_error(err, endpoint);
+    return classify::connect_error(err, tls);
     #[cfg(not(feature = "tls"))]
     {
-        let _ = endpoint;
+        let _ = tls;
         Error::from_redis(err).with_may_have_executed(false)
     }
 }

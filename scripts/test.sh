@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs every check CI runs: formatting, clippy, all tests (against a real
+# redis-server, installed with apt-get when missing) and the docs.
+#
+# On a fresh Debian/Ubuntu machine run `apt-get update` once first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+command -v ss >/dev/null 2>&1 || need_apt+=(iproute2)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "== installing ${need_apt[*]} with apt-get"
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  # A fresh machine has no package lists yet.
+  if ! apt-cache policy "${need_apt[0]}" 2>/dev/null | grep -q Candidate; then
+    $sudo apt-get update -qq
+  fi
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+fi
+redis-server --version
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --all-targets --all-features -- -D warnings
+echo "== cargo test"
+cargo test --all-features
+echo "== cargo doc"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features
+echo "== all checks passed"

@@ -1,0 +1,137 @@
+//! Making one ready `redis::Connection`: socket options, connect with a
+//! deadline, socket timeouts.
+//!
+//! TLS needs nothing here: its parameters travel inside the endpoint's
+//! `ConnectionInfo`, which is passed through untouched (apart from the TCP
+//! settings).
+
+use std::time::Duration;
+
+use redis::io::tcp::{socket2::TcpKeepalive, TcpSettings};
+use redis::{Client, Connection, ConnectionInfo, ConnectionLike};
+
+use super::core::Manage;
+use crate::config::{Config, Endpoint};
+use crate::error::Error;
+
+/// Connects to one endpoint and checks its connections.
+pub(crate) struct RedisManager {
+    pub(crate) info: ConnectionInfo,
+    redacted: String,
+    /// `rediss://`: a reset while connecting is a TLS handshake failure.
+    tls: bool,
+    socket_timeout: Duration,
+}
+
+/// The TCP options every pooled socket gets: keepalive with the configured
+/// timers (set explicitly: the OS default waits two hours before the first
+/// probe), `TCP_NODELAY`, and on Linux `TCP_USER_TIMEOUT` equal to the time
+/// keepalive takes to give up, so unacknowledged writes fail as fast.
+pub(crate) fn tcp_settings(config: &Config) -> TcpSettings {
+    let keepalive = TcpKeepalive::new()
+        .with_time(config.keepalive_idle)
+        .with_interval(config.keepalive_interval)
+        .with_retries(config.keepalive_count);
+    let settings = TcpSettings::default()
+        .set_nodelay(true)
+        .set_keepalive(keepalive);
+    #[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
+    let settings = settings.set_user_timeout(
+        config.keepalive_idle.saturating_add(
+            config
+                .keepalive_interval
+                .saturating_mul(config.keepalive_count),
+        ),
+    );
+    settings
+}
+
+impl RedisManager {
+    pub(crate) fn new(endpoint: &Endpoint, config: &Config) -> RedisManager {
+        RedisManager {
+            info: endpoint.info.clone().set_tcp_settings(tcp_settings(config)),
+            redacted: endpoint.redacted.clone(),
+            tls: endpoint.tls,
+            socket_timeout: config.socket_timeout,
+        }
+    }
+
+    fn connect_inner(&self, timeout: Duration) -> redis::RedisResult<Connection> {
+        // redis-rs waits up to its timeout for *each* reply of the handshake
+        // pipeline (it keeps reading after a timed-out reply), so a silent
+        // server would hold us for a multiple of it: share it out instead.
+        let per_reply = (timeout / handshake_replies(&self.info)).max(Duration::from_millis(1));
+        // `Client::open` on a ConnectionInfo does no I/O.
+        let conn = Client::open(self.info.clone())?.get_connection_with_timeout(per_reply)?;
+        // redis-rs clears the socket timeouts after its handshake: without
+        // these a blackholed server would block a command forever.
+        conn.set_read_timeout(Some(self.socket_timeout))?;
+        conn.set_write_timeout(Some(self.socket_timeout))?;
+        Ok(conn)
+    }
+}
+
+/// How many replies redis-rs reads during its connection handshake: AUTH
+/// (or HELLO), SELECT, and the two CLIENT SETINFO.
+pub(crate) fn handshake_replies(info: &ConnectionInfo) -> u32 {
+    let redis = info.redis_settings();
+    let mut n = 0;
+    if redis.password().is_some() || redis.protocol().supports_resp3() {
+        n += 1;
+    }
+    if redis.db() != 0 {
+        n += 1;
+    }
+    if !redis.skip_set_lib_name() {
+        n += 2;
+    }
+    n.max(1)
+}
+
+impl Manage for RedisManager {
+    type Conn = Connection;
+
+    fn connect(&self, timeout: Duration) -> Result<Connection, Error> {
+        self.connect_inner(timeout).map_err(|e| {
+            crate::tls::connect_error(e, self.tls)
+                .context(format_args!("connecting to {}", self.redacted))
+                // Nothing of the caller's command was sent.
+                .with_may_have_executed(false)
+        })
+    }
+
+    fn ping(&self, conn: &mut Connection, timeout: Duration) -> bool {
+        // Bounded by the caller's remaining checkout time, not just the
+        // socket timeout.
+        let shorter = timeout < self.socket_timeout;
+        if shorter
+            && (conn.set_read_timeout(Some(timeout)).is_err()
+                || conn.set_write_timeout(Some(timeout)).is_err())
+        {
+            return false;
+        }
+        let ok = redis::cmd("PING").query::<String>(conn).is_ok();
+        if shorter
+            && (conn.set_read_timeout(Some(self.socket_timeout)).is_err()
+                || conn.set_write_timeout(Some(self.socket_timeout)).is_err())
+        {
+            return false;
+        }
+        ok
+    }
+
+    fn is_broken(&self, conn: &Connection) -> bool {
+        !conn.is_open()
+    }
+}
+
+/// `true` when an error from a command leaves the connection unusable for
+/// the next borrower: anything but a well-formed reply the server chose to
+/// send (an error reply, or a reply of the wrong type).
+pub(crate) fn breaks_connection(err: &redis::RedisError) -> bool {
+    use redis::ErrorKind as K;
+    !matches!(
+        err.kind(),
+        K::Server(_) | K::Extension | K::UnexpectedReturnType
+    )
+}

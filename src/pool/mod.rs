@@ -1,0 +1,449 @@
+//! The bounded connection pool: [`Pool`] holds `redis::Connection`s to one
+//! Redis endpoint and lends them out as [`PooledConnection`] guards.
+//!
+//! What it guarantees:
+//!
+//! - **Bounded**: never more than `max_connections` open (idle + in use +
+//!   connecting). A caller that finds it full waits until one deadline
+//!   (`checkout_timeout`) and then gets [`ErrorKind::PoolTimeout`]; waiters
+//!   are served in arrival order.
+//! - **Fast when Redis is down**: connecting happens on the caller's thread,
+//!   outside the pool's lock, bounded by the connect timeout and the
+//!   remaining checkout time. At most `min(max_connections, 4)` connects run
+//!   at once, so a restart does not cause a dial storm.
+//! - **No dead connections handed out**: idle connections are reused last in,
+//!   first out; one idle longer than `health_check_interval` is `PING`ed
+//!   first and silently replaced if that fails; one past `idle_timeout` or
+//!   `max_lifetime` (minus up to 10% jitter) is closed. A connection that saw
+//!   an I/O error, a parse error or a timeout is discarded on return, never
+//!   lent again (a late reply would reach the next borrower).
+//! - **Sockets**: TCP keepalive with the configured timers, `TCP_NODELAY`,
+//!   `TCP_USER_TIMEOUT` on Linux, and read/write timeouts on every socket.
+//!
+//! A maintenance thread per pool closes expired idle connections and keeps
+//! `min_idle` warm; it holds only a weak reference and is stopped and joined
+//! when the last [`Pool`] handle is dropped.
+//!
+//! [`ErrorKind::PoolTimeout`]: crate::ErrorKind::PoolTimeout
+
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis::{Connection, ConnectionLike, RedisResult, Value};
+
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::{Config, Endpoint};
+use crate::error::Error;
+
+mod connect;
+pub(crate) mod core;
+mod maintenance;
+#[cfg(test)]
+mod tests;
+
+use self::connect::{breaks_connection, RedisManager};
+use self::core::{Entry, Settings, Shared};
+use self::maintenance::Maintenance;
+
+/// A bounded pool of connections to one Redis endpoint.
+///
+/// # About threads and cloning
+///
+/// `Pool` is `Send + Sync` and a cheap `Clone` (two `Arc`s): clones share
+/// the same connections, counters and maintenance thread. The thread stops
+/// when the last clone is dropped; connections still lent out are closed
+/// when their guards drop.
+///
+/// # Examples
+///
+/// ```no_run
+/// use resilient_redis::{Config, Pool};
+///
+/// let pool = Pool::new(&Config::builder("redis://127.0.0.1:6379").build()?)?;
+/// let mut conn = pool.get()?;
+/// let pong: String = resilient_redis::redis::cmd("PING").query(&mut conn)?;
+/// assert_eq!(pong, "PONG");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Pool {
+    shared: Arc<Shared<RedisManager>>,
+    // Held for its Drop: the last handle stops and joins the thread.
+    _maintenance: Arc<Maintenance>,
+}
+
+impl Pool {
+    /// A pool for the configuration's primary endpoint, on the system clock.
+    ///
+    /// No connection is made here (unless `min_idle` asks the maintenance
+    /// thread to warm some up in the background).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Config`](crate::ErrorKind::Config) when the configuration
+    /// is memory-only (has no Redis URL).
+    pub fn new(config: &Config) -> Result<Pool, Error> {
+        Pool::with_clock(config, SystemClock::shared())
+    }
+
+    /// Like [`Pool::new`], with the clock that every timer of the pool
+    /// reads (expiry, health checks, checkout deadline, maintenance).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Config`](crate::ErrorKind::Config) when the configuration
+    /// is memory-only (has no Redis URL).
+    pub fn with_clock(config: &Config, clock: SharedClock) -> Result<Pool, Error> {
+        match &config.primary {
+            Some(endpoint) => Ok(Pool::for_endpoint(endpoint.clone(), config, clock)),
+            None => Err(Error::config(
+                "Pool::new: the configuration has no Redis URL (it is memory-only)",
+            )),
+        }
+    }
+
+    /// A pool for `endpoint` (primary or secondary) with `config`'s limits.
+    pub(crate) fn for_endpoint(endpoint: Endpoint, config: &Config, clock: SharedClock) -> Pool {
+        let manager = RedisManager::new(&endpoint, config);
+        let settings = Settings::new(config, &endpoint.redacted);
+        let shared = Arc::new(Shared::new(manager, settings, clock));
+        let maintenance = Arc::new(Maintenance::start(&shared));
+        Pool {
+            shared,
+            _maintenance: maintenance,
+        }
+    }
+
+    /// A connection, waiting at most the configured `checkout_timeout`.
+    ///
+    /// # Errors
+    ///
+    /// - [`ErrorKind::PoolTimeout`](crate::ErrorKind::PoolTimeout) when the
+    ///   pool stayed full until the deadline (does not count against the
+    ///   breaker: the pool is busy, Redis may be fine);
+    /// - a connection, timeout, TLS or auth error when a new connection was
+    ///   needed and could not be made.
+    ///
+    /// Nothing has been sent when this fails: every error has
+    /// [`Error::may_have_executed`] `false`.
+    pub fn get(&self) -> Result<PooledConnection, Error> {
+        self.get_timeout(self.shared.settings.checkout_timeout)
+    }
+
+    /// A connection if one can be had without waiting for another caller:
+    /// an idle one (health-checked if needed) or a new one when there is
+    /// room (bounded by the connect timeout).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::PoolTimeout`](crate::ErrorKind::PoolTimeout) at once when
+    /// the pool is full; otherwise as [`Pool::get`].
+    pub fn try_get(&self) -> Result<PooledConnection, Error> {
+        let deadline = self.shared.clock.now() + self.shared.settings.connect_timeout;
+        self.checkout(deadline, false)
+    }
+
+    /// A connection, waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::get`].
+    pub fn get_timeout(&self, timeout: Duration) -> Result<PooledConnection, Error> {
+        self.get_deadline(self.shared.clock.now() + timeout)
+    }
+
+    /// A connection, waiting until `deadline` at most (an instant of the
+    /// pool's clock). Connecting and health checks also end by then.
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::get`].
+    pub fn get_deadline(&self, deadline: Instant) -> Result<PooledConnection, Error> {
+        self.checkout(deadline, true)
+    }
+
+    fn checkout(&self, deadline: Instant, wait: bool) -> Result<PooledConnection, Error> {
+        let (entry, reused) = self.shared.checkout(deadline, wait)?;
+        Ok(PooledConnection {
+            shared: self.shared.clone(),
+            entry: Some(entry),
+            broken: false,
+            reused,
+        })
+    }
+
+    /// A snapshot of how many connections are idle, in use and connecting.
+    pub fn state(&self) -> PoolState {
+        self.shared.state()
+    }
+
+    /// Counters since the pool was made.
+    pub fn stats(&self) -> PoolStats {
+        self.shared.stats()
+    }
+
+    /// Sets the listener told about connections created and closed
+    /// (replacing any previous one). It is called outside the pool's lock.
+    pub fn set_listener(&self, listener: Arc<dyn PoolListener>) {
+        self.shared.set_listener(listener);
+    }
+
+    /// The endpoint's URL, with the password shown as `***`.
+    pub fn endpoint(&self) -> &str {
+        &self.shared.settings.endpoint
+    }
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("endpoint", &self.shared.settings.endpoint)
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+/// A connection lent by a [`Pool`]; returned to it on drop.
+///
+/// Run commands through it directly (`cmd.query(&mut conn)`, or the
+/// [`redis::Commands`] methods): it watches every result and, after an I/O
+/// error, a timeout or a malformed reply, closes the connection on drop
+/// instead of returning it. Error replies such as `WRONGTYPE` leave it
+/// usable.
+///
+/// It dereferences to [`redis::Connection`] for reading. It deliberately
+/// does not implement `DerefMut` (redis-rs would then run commands on the
+/// bare connection, unwatched); [`PooledConnection::raw_mut`] gives mutable
+/// access for the rare call that needs it, together with
+/// [`PooledConnection::mark_broken`].
+pub struct PooledConnection {
+    shared: Arc<Shared<RedisManager>>,
+    /// `Some` until drop.
+    entry: Option<Entry<Connection>>,
+    broken: bool,
+    reused: bool,
+}
+
+impl PooledConnection {
+    /// Closes this connection on drop instead of returning it to the pool.
+    /// Call it after an error seen through [`PooledConnection::raw_mut`].
+    pub fn mark_broken(&mut self) {
+        self.broken = true;
+    }
+
+    /// `true` once an error has marked this connection for closing.
+    pub fn is_broken(&self) -> bool {
+        self.broken
+    }
+
+    /// `false` when this connection was made for this checkout, `true` when
+    /// it was reused from the idle stack.
+    pub fn is_reused(&self) -> bool {
+        self.reused
+    }
+
+    /// The bare connection, mutably (for `as_pubsub`, `send_packed_command`
+    /// and the like). Errors seen through it are not watched: call
+    /// [`PooledConnection::mark_broken`] after an I/O error or a timeout.
+    pub fn raw_mut(&mut self) -> &mut Connection {
+        &mut self.conn_mut().conn
+    }
+
+    fn conn_mut(&mut self) -> &mut Entry<Connection> {
+        match &mut self.entry {
+            Some(entry) => entry,
+            // `entry` is taken only in `drop`.
+            None => unreachable!("PooledConnection used after drop"),
+        }
+    }
+
+    fn watch<T>(&mut self, result: RedisResult<T>) -> RedisResult<T> {
+        if let Err(err) = &result {
+            if breaks_connection(err) {
+                self.broken = true;
+            }
+        }
+        result
+    }
+}
+
+impl Deref for PooledConnection {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        match &self.entry {
+            Some(entry) => &entry.conn,
+            None => unreachable!("PooledConnection used after drop"),
+        }
+    }
+}
+
+impl ConnectionLike for PooledConnection {
+    fn req_packed_command(&mut self, cmd: &[u8]) -> RedisResult<Value> {
+        let result = self.raw_mut().req_packed_command(cmd);
+        self.watch(result)
+    }
+
+    fn req_packed_commands(
+        &mut self,
+        cmd: &[u8],
+        offset: usize,
+        count: usize,
+    ) -> RedisResult<Vec<Value>> {
+        let result = self.raw_mut().req_packed_commands(cmd, offset, count);
+        self.watch(result)
+    }
+
+    fn get_db(&self) -> i64 {
+        self.deref().get_db()
+    }
+
+    fn check_connection(&mut self) -> bool {
+        let ok = self.raw_mut().check_connection();
+        if !ok {
+            self.broken = true;
+        }
+        ok
+    }
+
+    fn is_open(&self) -> bool {
+        !self.broken && self.deref().is_open()
+    }
+}
+
+impl Drop for PooledConnection {
+    fn drop(&mut self) {
+        if let Some(entry) = self.entry.take() {
+            self.shared.checkin(entry, self.broken);
+        }
+    }
+}
+
+impl fmt::Debug for PooledConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PooledConnection")
+            .field("endpoint", &self.shared.settings.endpoint)
+            .field("id", &self.entry.as_ref().map(|e| e.id))
+            .field("reused", &self.reused)
+            .field("broken", &self.broken)
+            .finish()
+    }
+}
+
+/// A snapshot of a pool's connections. `#[non_exhaustive]`: more fields
+/// may be added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolState {
+    /// Open or opening: `idle + in_use + connecting`, never above `max`.
+    pub total: u32,
+    /// Open and waiting to be lent.
+    pub idle: u32,
+    /// Lent out.
+    pub in_use: u32,
+    /// Being connected right now.
+    pub connecting: u32,
+    /// Callers waiting for a connection.
+    pub waiters: u32,
+    /// The bound (`max_connections`).
+    pub max: u32,
+}
+
+/// Counters since the pool was made. `#[non_exhaustive]`: more fields may
+/// be added.
+///
+/// While the pool lives, `created - closed() == state().total -
+/// state().connecting`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct PoolStats {
+    /// Connections made.
+    pub created: u64,
+    /// Connects that failed.
+    pub connect_failures: u64,
+    /// Closed after an I/O error, a timeout or a malformed reply.
+    pub closed_broken: u64,
+    /// Closed after idling longer than `idle_timeout`.
+    pub closed_idle_expired: u64,
+    /// Closed after living longer than `max_lifetime`.
+    pub closed_lifetime_expired: u64,
+    /// Closed because the `PING` before reuse failed.
+    pub closed_health_check_failed: u64,
+    /// Successful checkouts.
+    pub checkouts: u64,
+    /// Checkouts that had to wait for another caller.
+    pub waits: u64,
+    /// Checkouts that waited until the deadline and failed with `PoolTimeout`.
+    pub wait_timeouts: u64,
+    /// `PING`s sent before reusing a connection that had idled.
+    pub health_checks: u64,
+}
+
+impl PoolStats {
+    /// Connections closed, for any reason.
+    pub fn closed(&self) -> u64 {
+        self.closed_broken
+            + self.closed_idle_expired
+            + self.closed_lifetime_expired
+            + self.closed_health_check_failed
+    }
+}
+
+/// Why a pooled connection was closed. `#[non_exhaustive]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// It saw an I/O error, a timeout or a malformed reply, or it was closed.
+    Broken,
+    /// It idled longer than `idle_timeout`.
+    IdleExpired,
+    /// It lived longer than `max_lifetime`.
+    LifetimeExpired,
+    /// The `PING` before reuse failed.
+    HealthCheckFailed,
+    /// The pool was dropped while it was idle.
+    PoolDropped,
+}
+
+impl CloseReason {
+    /// A short lowercase name, as used in log lines and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Broken => "broken",
+            CloseReason::IdleExpired => "idle_expired",
+            CloseReason::LifetimeExpired => "lifetime_expired",
+            CloseReason::HealthCheckFailed => "health_check_failed",
+            CloseReason::PoolDropped => "pool_dropped",
+        }
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Told when a pool creates or closes a connection. Every method has a
+/// no-op default: implement the ones you need. Called outside the pool's
+/// lock, on the thread that did the work; keep it quick.
+///
+/// `endpoint` is the redacted URL; `id` numbers connections per pool.
+pub trait PoolListener: Send + Sync {
+    /// A connection was made.
+    fn connection_created(&self, endpoint: &str, id: u64) {
+        let _ = (endpoint, id);
+    }
+
+    /// A connection was closed.
+    fn connection_closed(&self, endpoint: &str, id: u64, reason: CloseReason) {
+        let _ = (endpoint, id, reason);
+    }
+
+    /// A connect attempt failed with `error`.
+    fn connect_failed(&self, endpoint: &str, error: &Error) {
+        let _ = (endpoint, error);
+    }
+}

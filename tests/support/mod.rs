@@ -1,0 +1,57 @@
+//! Shared helpers for the integration tests and benches: a real
+//! `redis-server` per test ([`RedisServer`]), a TCP fault-injection proxy
+//! ([`FaultProxy`]) and a scripted RESP server for replies a real Redis cannot
+//! give ([`FakeRedis`]).
+//!
+//! Include with `mod support;` from `tests/*.rs`, or with
+//! `#[path = "../tests/support/mod.rs"] mod support;` from `benches/`. It uses
+//! only std, `redis` (and its re-exported `socket2`) so both can build it.
+
+// Every test file compiles this module separately and uses only part of it;
+// without this, each file would warn about the helpers it does not call.
+#![allow(dead_code, unused_imports)]
+// Test helpers: a failure here is a broken test environment, and panicking
+// with a clear message is the right report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod fake;
+pub mod proxy;
+pub mod server;
+
+pub use fake::FakeRedis;
+pub use proxy::{FaultProxy, Mode};
+pub use server::{RedisServer, RedisServerBuilder};
+
+use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
+
+/// A loopback port that was free a moment ago: bind port 0, read the port,
+/// drop the listener. Another process may take it before the caller binds,
+/// so callers that start a server retry on failure.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0 to find a free port");
+    listener
+        .local_addr()
+        .expect("local_addr of a bound listener")
+        .port()
+}
+
+/// `127.0.0.1:port`.
+pub fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Milliseconds, for short test literals.
+pub fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Opens a plain `redis::Connection` to `url` with read and write timeouts,
+/// so a test never hangs on a faulty endpoint.
+pub fn connect(url: &str, timeout: Duration) -> redis::RedisResult<redis::Connection> {
+    let client = redis::Client::open(url)?;
+    let conn = client.get_connection_with_timeout(timeout)?;
+    conn.set_read_timeout(Some(timeout))?;
+    conn.set_write_timeout(Some(timeout))?;
+    Ok(conn)
+}
