@@ -33,6 +33,7 @@
 mod clock;
 mod config;
 mod error;
+mod fallback;
 mod jitter;
 
 #[doc(hidden)]
@@ -41,6 +42,7 @@ pub mod fuzz_support;
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use config::{Config, ConfigBuilder, FallbackMode};
 pub use error::{Error, ErrorClass, ErrorKind, RateLimit};
+pub use fallback::Reconcile;
 
 /// The `redis` crate this one is built on, re-exported so that callers use
 /// the same version for commands, pipelines and values.
