@@ -441,3 +441,53 @@ fn reconcile_actions() {
         ReconcileAction::Delete(key("k"))
     );
 }
+
+/// The scenario with a `HashMap` standing in for Redis: Redis holds
+/// V1, an outage, `set(k, V2)` and `del(d)` served by the fallback, Redis
+/// returns and the journal is reconciled; a read then answers V2 or a miss,
+/// never V1, under both modes, even when the fallback evicted V2 meanwhile.
+#[test]
+fn no_stale_read_after_reconcile() {
+    use std::collections::HashMap;
+    for mode in [Reconcile::Invalidate, Reconcile::Replay] {
+        for evict in [false, true] {
+            let (s, _) = store(2, 1 << 20);
+            let j = OutageJournal::default();
+            let mut redis: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+            redis.insert(b"k".to_vec(), b"V1".to_vec());
+            redis.insert(b"d".to_vec(), b"D1".to_vec());
+
+            set(&s, "k", "V2", None);
+            j.record_set(b"k");
+            s.delete(b"d");
+            j.record_delete(b"d");
+            if evict {
+                set(&s, "x", "1", None);
+                set(&s, "y", "1", None);
+                assert!(!s.exists(b"k"));
+            }
+
+            for e in j.drain().entries {
+                match reconcile_action(mode, &e, &s) {
+                    ReconcileAction::Delete(k) => drop(redis.remove(&k[..])),
+                    ReconcileAction::Set { key, value, .. } => {
+                        redis.insert(key.to_vec(), value.to_vec());
+                    }
+                }
+            }
+            let k = redis.get(&b"k"[..]).map(Vec::as_slice);
+            assert!(
+                matches!(k, None | Some(b"V2")),
+                "{mode:?} evict={evict}: {k:?}"
+            );
+            assert_eq!(
+                redis.get(&b"d"[..]),
+                None,
+                "{mode:?}: deleted key came back"
+            );
+            if mode == Reconcile::Replay && !evict {
+                assert_eq!(k, Some(&b"V2"[..]));
+            }
+        }
+    }
+}
