@@ -51,3 +51,70 @@ pub fn run_config(case: &ConfigCase) {
     }
     resilient_redis::fuzz_support::check_config_case(&case.url, &case.env, ENV_NAMES);
 }
+
+/// One operation of the `fallback` target; mirrors
+/// `resilient_redis::fuzz_support::fallback::FallbackOp`.
+#[derive(Arbitrary, Debug)]
+pub enum FallbackOpCase {
+    Get(u8),
+    Set(u8, Vec<u8>, Option<u16>),
+    SetInt(u8, i64),
+    Delete(u8),
+    Exists(u8),
+    Expire(u8, u16),
+    Persist(u8),
+    Ttl(u8),
+    IncrBy(u8, i64),
+    Replay(u8),
+    Advance(u16),
+    Purge,
+    Clear,
+    JournalSet(u8),
+    JournalDelete(u8),
+    JournalDrain,
+}
+
+/// Input of the `fallback` target: bounds, shard count and operations.
+#[derive(Arbitrary, Debug)]
+pub struct FallbackCase {
+    pub max_entries: u8,
+    pub max_bytes: u16,
+    pub shards: u8,
+    pub ops: Vec<FallbackOpCase>,
+}
+
+pub fn run_fallback(case: &FallbackCase) {
+    use resilient_redis::fuzz_support::fallback::{check_fallback_case, FallbackOp as Op};
+    if case.ops.len() > 1000 {
+        return;
+    }
+    let ops: Vec<Op> = case
+        .ops
+        .iter()
+        .map(|op| match op {
+            FallbackOpCase::Get(k) => Op::Get(*k),
+            // Values past 4 KiB only slow the run; the bounds are u16 anyway.
+            FallbackOpCase::Set(k, v, t) => Op::Set(*k, v[..v.len().min(4096)].to_vec(), *t),
+            FallbackOpCase::SetInt(k, n) => Op::SetInt(*k, *n),
+            FallbackOpCase::Delete(k) => Op::Delete(*k),
+            FallbackOpCase::Exists(k) => Op::Exists(*k),
+            FallbackOpCase::Expire(k, t) => Op::Expire(*k, *t),
+            FallbackOpCase::Persist(k) => Op::Persist(*k),
+            FallbackOpCase::Ttl(k) => Op::Ttl(*k),
+            FallbackOpCase::IncrBy(k, d) => Op::IncrBy(*k, *d),
+            FallbackOpCase::Replay(k) => Op::Replay(*k),
+            FallbackOpCase::Advance(t) => Op::Advance(*t),
+            FallbackOpCase::Purge => Op::Purge,
+            FallbackOpCase::Clear => Op::Clear,
+            FallbackOpCase::JournalSet(k) => Op::JournalSet(*k),
+            FallbackOpCase::JournalDelete(k) => Op::JournalDelete(*k),
+            FallbackOpCase::JournalDrain => Op::JournalDrain,
+        })
+        .collect();
+    check_fallback_case(
+        usize::from(case.max_entries),
+        usize::from(case.max_bytes),
+        usize::from(case.shards % 16),
+        &ops,
+    );
+}

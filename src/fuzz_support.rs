@@ -53,3 +53,5 @@ pub fn check_config_case(url: &str, env: &[(u8, String)], names: &[&str]) {
         }
     }
 }
+
+pub mod fallback;

@@ -33,6 +33,7 @@
 mod clock;
 mod config;
 mod error;
+mod fallback;
 mod jitter;
 mod pool;
 mod retry;
@@ -46,6 +47,7 @@ pub mod test_support;
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use config::{Config, ConfigBuilder, FallbackMode};
 pub use error::{Error, ErrorClass, ErrorKind, RateLimit};
+pub use fallback::Reconcile;
 pub use pool::{CloseReason, Pool, PoolListener, PoolState, PoolStats, PooledConnection};
 pub use retry::{
     is_idempotent, is_pipeline_idempotent, Attempt, Idempotency, Retrier, RetryBudget,

@@ -35,3 +35,12 @@ fn config_regressions() {
     // The directory holds at least the seed inputs committed with the target.
     assert!(ran >= 1, "no config regression inputs found");
 }
+
+#[test]
+fn fallback_regressions() {
+    let ran = replay("fallback", cases::run_fallback);
+    assert!(
+        ran >= 3,
+        "expected the committed fallback seed inputs, ran {ran}"
+    );
+}
