@@ -53,3 +53,6 @@ pub fn check_config_case(url: &str, env: &[(u8, String)], names: &[&str]) {
         }
     }
 }
+
+mod breaker_model;
+pub use breaker_model::{check_breaker_case, BreakerOp};

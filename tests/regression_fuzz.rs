@@ -35,3 +35,9 @@ fn config_regressions() {
     // The directory holds at least the seed inputs committed with the target.
     assert!(ran >= 1, "no config regression inputs found");
 }
+
+#[test]
+fn breaker_regressions() {
+    let ran = replay("breaker", cases::run_breaker);
+    assert!(ran >= 1, "no breaker regression inputs found");
+}
