@@ -118,3 +118,76 @@ pub fn run_fallback(case: &FallbackCase) {
         &ops,
     );
 }
+
+/// Input of the `breaker` target: a small configuration and a scenario.
+#[derive(Arbitrary, Debug)]
+pub struct BreakerCase {
+    pub failure_threshold: u8,
+    pub success_threshold: u8,
+    pub half_open_max: u8,
+    pub open_timeout_ms: u16,
+    pub probe_timeout_ms: u16,
+    /// (threshold %, window ms, min calls)
+    pub rate: Option<(u8, u16, u8)>,
+    /// (multiplier in 32nds above 1, max open ms, jitter %)
+    pub backoff: Option<(u8, u16, u8)>,
+    pub seed: u64,
+    pub ops: Vec<BreakerCaseOp>,
+}
+
+/// Mirrors `fuzz_support::BreakerOp` (the library does not depend on `arbitrary`).
+#[derive(Arbitrary, Debug, Clone, Copy)]
+pub enum BreakerCaseOp {
+    Acquire,
+    Success(u8),
+    Failure(u8),
+    Ignore(u8),
+    Drop(u8),
+    Advance(u16),
+    Reset,
+    ForceOpen,
+}
+
+pub fn run_breaker(case: &BreakerCase) {
+    use resilient_redis::fuzz_support::BreakerOp;
+    use resilient_redis::{BreakerConfig, FailureRate, OpenBackoff};
+    use std::time::Duration;
+
+    if case.ops.len() > 1024 {
+        return;
+    }
+    let ms = |n: u16| Duration::from_millis(u64::from(n));
+    // Small thresholds (0 included: it must act as 1) reach every state quickly.
+    let config = BreakerConfig {
+        failure_threshold: u32::from(case.failure_threshold % 8),
+        success_threshold: u32::from(case.success_threshold % 5),
+        open_timeout: ms(case.open_timeout_ms),
+        half_open_max_requests: u32::from(case.half_open_max % 5),
+        probe_timeout: ms(case.probe_timeout_ms),
+        failure_rate: case.rate.map(|(pct, window, min)| FailureRate {
+            threshold: f64::from(pct % 101) / 100.0,
+            window: ms(window),
+            min_calls: u32::from(min % 16),
+        }),
+        backoff: case.backoff.map(|(m, max, jitter)| OpenBackoff {
+            multiplier: 1.0 + f64::from(m) / 32.0,
+            max_open_timeout: ms(max),
+            jitter: f64::from(jitter % 101) / 100.0,
+        }),
+    };
+    let ops: Vec<BreakerOp> = case
+        .ops
+        .iter()
+        .map(|op| match *op {
+            BreakerCaseOp::Acquire => BreakerOp::Acquire,
+            BreakerCaseOp::Success(i) => BreakerOp::Success(i),
+            BreakerCaseOp::Failure(i) => BreakerOp::Failure(i),
+            BreakerCaseOp::Ignore(i) => BreakerOp::Ignore(i),
+            BreakerCaseOp::Drop(i) => BreakerOp::Drop(i),
+            BreakerCaseOp::Advance(n) => BreakerOp::Advance(n),
+            BreakerCaseOp::Reset => BreakerOp::Reset,
+            BreakerCaseOp::ForceOpen => BreakerOp::ForceOpen,
+        })
+        .collect();
+    resilient_redis::fuzz_support::check_breaker_case(&config, case.seed, &ops);
+}

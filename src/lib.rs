@@ -30,6 +30,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod breaker;
 mod clock;
 mod config;
 mod error;
@@ -44,6 +45,10 @@ pub mod fuzz_support;
 #[doc(hidden)]
 pub mod test_support;
 
+pub use breaker::{
+    BreakerConfig, BreakerListener, BreakerSnapshot, BreakerState, CircuitBreaker, FailureRate,
+    OpenBackoff, Permit, Rejected, Transition, TransitionReason, Verdict,
+};
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use config::{Config, ConfigBuilder, FallbackMode};
 pub use error::{Error, ErrorClass, ErrorKind, RateLimit};

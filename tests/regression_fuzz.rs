@@ -44,3 +44,9 @@ fn fallback_regressions() {
         "expected the committed fallback seed inputs, ran {ran}"
     );
 }
+
+#[test]
+fn breaker_regressions() {
+    let ran = replay("breaker", cases::run_breaker);
+    assert!(ran >= 1, "no breaker regression inputs found");
+}
