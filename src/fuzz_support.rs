@@ -54,6 +54,6 @@ pub fn check_config_case(url: &str, env: &[(u8, String)], names: &[&str]) {
     }
 }
 
-pub mod fallback;
 mod breaker_model;
+pub mod fallback;
 pub use breaker_model::{check_breaker_case, BreakerOp};

@@ -31,13 +31,17 @@
 #![deny(missing_docs)]
 
 pub mod breaker;
+mod client;
 mod clock;
 mod config;
 mod error;
+mod events;
 mod fallback;
 mod jitter;
 mod pool;
 mod retry;
+mod router;
+mod stats;
 mod tls;
 
 #[doc(hidden)]
@@ -49,9 +53,11 @@ pub use breaker::{
     BreakerConfig, BreakerListener, BreakerSnapshot, BreakerState, CircuitBreaker, FailureRate,
     OpenBackoff, Permit, Rejected, Transition, TransitionReason, Verdict,
 };
+pub use client::{Client, ClientBuilder, EndpointHealth, Health, HealthStatus};
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use config::{Config, ConfigBuilder, FallbackMode};
 pub use error::{Error, ErrorClass, ErrorKind, RateLimit};
+pub use events::{Event, EventListener, FailoverReason};
 pub use fallback::Reconcile;
 pub use pool::{CloseReason, Pool, PoolListener, PoolState, PoolStats, PooledConnection};
 pub use retry::{
@@ -62,3 +68,4 @@ pub use retry::{
 /// The `redis` crate this one is built on, re-exported so that callers use
 /// the same version for commands, pipelines and values.
 pub use redis;
+pub use stats::{EndpointStats, Stats};

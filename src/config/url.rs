@@ -27,8 +27,6 @@ pub(crate) struct Endpoint {
     pub(crate) tls: bool,
     /// The URL carried the `#insecure` fragment.
     pub(crate) insecure_fragment: bool,
-    pub(crate) host: String,
-    pub(crate) port: u16,
 }
 
 impl Endpoint {
@@ -159,8 +157,6 @@ impl Endpoint {
             redacted,
             tls,
             insecure_fragment,
-            host,
-            port,
         })
     }
 }
@@ -251,6 +247,15 @@ mod tests {
     use super::*;
     use crate::ErrorKind;
 
+    fn host_port(e: &Endpoint) -> (String, u16) {
+        match e.info.addr() {
+            ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
+                (host.clone(), *port)
+            }
+            other => panic!("unexpected address {other:?}"),
+        }
+    }
+
     fn ok(raw: &str) -> Endpoint {
         match Endpoint::parse("url", raw) {
             Ok(e) => e,
@@ -273,17 +278,18 @@ mod tests {
     #[test]
     fn plain_forms() {
         let e = ok("redis://localhost");
-        assert_eq!((e.host.as_str(), e.port, e.tls), ("localhost", 6379, false));
+        assert_eq!(host_port(&e), ("localhost".to_string(), 6379));
+        assert!(!e.tls);
         assert_eq!(e.info.redis_settings().db(), 0);
         assert_eq!(e.redacted, "redis://localhost:6379");
 
         let e = ok("redis://127.0.0.1:6380/3");
-        assert_eq!(e.port, 6380);
+        assert_eq!(host_port(&e).1, 6380);
         assert_eq!(e.info.redis_settings().db(), 3);
         assert_eq!(e.redacted, "redis://127.0.0.1:6380/3");
 
         let e = ok("redis://[::1]:7000/");
-        assert_eq!(e.host, "::1");
+        assert_eq!(host_port(&e).0, "::1");
         assert_eq!(e.redacted, "redis://[::1]:7000");
 
         let e = ok("valkey://cache.internal:6379");

@@ -1,0 +1,796 @@
+//! [`Client`]: the cache API over retry, failover, breaker, pool and the
+//! in-memory fallback.
+
+mod health;
+mod inner;
+mod outage;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis::{FromRedisValue, ToRedisArgs, Value};
+
+pub use self::health::{EndpointHealth, Health, HealthStatus};
+use self::inner::{Bridge, Inner, Write};
+use crate::breaker::BreakerState;
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::{Config, FallbackMode};
+use crate::error::{Error, ErrorKind};
+use crate::events::{EventListener, Listeners};
+use crate::fallback::{MemoryStore, Reconcile, SetOutcome};
+use crate::retry::{Idempotency, Retrier, RetryBudget};
+use crate::router::prober::Prober;
+use crate::router::{RedisEndpoint, Role, Router};
+use crate::stats::{EndpointStats, Stats};
+
+/// Largest value accepted: Redis' own limit for a string.
+const MAX_VALUE_BYTES: usize = 512 << 20;
+
+/// A Redis cache client that keeps working when Redis does not.
+///
+/// Every call walks: retry loop { router picks the endpoint → breaker
+/// permit → pooled connection → command with socket timeouts → the outcome
+/// is classified and recorded } → when Redis is unavailable and the
+/// fallback is on, the in-memory store answers.
+///
+/// # About threads and cloning
+///
+/// `Client` is `Clone + Send + Sync`: an `Arc` inside, so a clone is cheap
+/// and shares pools, breakers, the retry budget, the in-memory store and the
+/// stats. Create one at start-up and hand clones to threads. Background
+/// threads (pool maintenance, the failover prober) stop when the last clone
+/// is dropped.
+///
+/// # Examples
+///
+/// With no Redis at all, a memory-only client still works:
+///
+/// ```
+/// use std::time::Duration;
+/// use resilient_redis::{Client, Config};
+///
+/// let client = Client::new(Config::memory_only().build()?)?;
+/// client.set("user:1", "alice")?;
+/// let name: Option<String> = client.get("user:1")?;
+/// assert_eq!(name.as_deref(), Some("alice"));
+/// assert_eq!(client.incr("hits", 2)?, 2);
+/// assert!(client.delete("user:1")?);
+/// assert!(!client.exists("user:1")?);
+/// # Ok::<(), resilient_redis::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+/// Builds a [`Client`] with a custom clock, event listeners or
+/// reconciliation mode.
+#[must_use]
+pub struct ClientBuilder {
+    config: Config,
+    clock: SharedClock,
+    listeners: Listeners,
+    reconcile: Reconcile,
+    seed: Option<u64>,
+}
+
+impl ClientBuilder {
+    /// The clock every timer reads. Defaults to the system clock; tests use
+    /// a [`ManualClock`](crate::ManualClock).
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Adds an event listener. Defaults to none.
+    pub fn listener(mut self, listener: Arc<dyn EventListener>) -> Self {
+        self.listeners.add(listener);
+        self
+    }
+
+    /// What happens on recovery to keys written while Redis was
+    /// unavailable. Defaults to [`Reconcile::Invalidate`].
+    pub fn reconcile(mut self, mode: Reconcile) -> Self {
+        self.reconcile = mode;
+        self
+    }
+
+    /// Seeds the retry jitter, for reproducible tests. Defaults to a seed
+    /// from the process' randomness.
+    pub fn jitter_seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Builds the client. No connection is made: pools connect lazily, so
+    /// this succeeds while Redis is down.
+    ///
+    /// # Errors
+    ///
+    /// None today; the `Result` leaves room for checks that need the
+    /// runtime (the config was validated when it was built).
+    pub fn build(self) -> Result<Client, Error> {
+        let ClientBuilder {
+            config,
+            clock,
+            listeners,
+            reconcile,
+            seed,
+        } = self;
+        let listeners = Arc::new(listeners);
+        let endpoint = |role: Role, e: &crate::config::Endpoint| {
+            let bridge = Arc::new(Bridge {
+                role,
+                listeners: listeners.clone(),
+            });
+            RedisEndpoint::new(role, e, &config, &clock, bridge.clone(), bridge)
+        };
+        let router = config.primary.as_ref().map(|primary| {
+            let secondary = config
+                .secondary
+                .as_ref()
+                .map(|s| endpoint(Role::Secondary, s));
+            Router::new(
+                endpoint(Role::Primary, primary),
+                secondary,
+                &config,
+                clock.clone(),
+            )
+        });
+        if router.is_none() {
+            log::warn!(
+                "no REDIS_URL configured: running on the in-memory store only ({})",
+                config.fallback_mode
+            );
+        }
+        let mut retrier = Retrier::from_config(&config, Arc::new(RetryBudget::default()))
+            .with_clock(clock.clone());
+        if let Some(seed) = seed {
+            retrier = retrier.with_seed(seed);
+        }
+        let has_secondary = router.as_ref().is_some_and(|r| r.secondary.is_some());
+        let probe_interval = config.health_check_interval;
+        let inner = Arc::new(Inner::new(
+            config, clock, router, retrier, reconcile, listeners,
+        ));
+        if has_secondary {
+            let prober = Prober::start(Arc::downgrade(&inner), probe_interval, |inner: &Inner| {
+                inner.probe_primary();
+            });
+            let _ = inner.prober.set(prober);
+        }
+        Ok(Client { inner })
+    }
+}
+
+impl Client {
+    /// A client for `config`, on the system clock.
+    ///
+    /// Never fails because Redis is down: connections are made lazily.
+    ///
+    /// # Errors
+    ///
+    /// None today (a [`Config`] is valid once built); see
+    /// [`ClientBuilder::build`].
+    pub fn new(config: Config) -> Result<Client, Error> {
+        Client::builder(config).build()
+    }
+
+    /// A client configured from the environment ([`Config::from_env`]).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Config`] naming the variable that is wrong.
+    pub fn from_env() -> Result<Client, Error> {
+        Client::new(Config::from_env()?)
+    }
+
+    /// A builder for a client with a custom clock, listeners or
+    /// reconciliation mode.
+    pub fn builder(config: Config) -> ClientBuilder {
+        ClientBuilder {
+            config,
+            clock: SystemClock::shared(),
+            listeners: Listeners::default(),
+            reconcile: Reconcile::default(),
+            seed: None,
+        }
+    }
+
+    /// The configuration this client runs with.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The value of `key`, or `None` when it does not exist.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Server`] for an error reply (e.g. `WRONGTYPE`),
+    /// [`ErrorKind::UnexpectedReply`] when the value does not convert to
+    /// `V`; availability errors only when the fallback is disabled.
+    pub fn get<K: AsRef<[u8]>, V: FromRedisValue>(&self, key: K) -> Result<Option<V>, Error> {
+        let i = &*self.inner;
+        let key = i.key(key.as_ref());
+        let bytes = i.cache_op(
+            &[&key],
+            Write::None,
+            true,
+            |c| redis::cmd("GET").arg(&key).query::<Option<Vec<u8>>>(c),
+            |m| Ok(m.get(&key).map(|v| v.to_vec())),
+        )?;
+        if self.write_through() {
+            if let Some(m) = &i.memory {
+                match &bytes {
+                    Some(v) => {
+                        let _ = m.set(&key, v, i.config.default_ttl);
+                    }
+                    None => {
+                        m.delete(&key);
+                    }
+                }
+            }
+        }
+        self.count_read(bytes.is_some());
+        bytes.map(|b| decode(b)).transpose()
+    }
+
+    /// Sets `key` to `value`, with the configured default TTL if any.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] when `value` does not encode to exactly
+    /// one Redis argument or is larger than 512 MiB; others as
+    /// [`Client::get`].
+    pub fn set<K: AsRef<[u8]>, V: ToRedisArgs>(&self, key: K, value: V) -> Result<(), Error> {
+        self.store(key.as_ref(), &value, self.inner.config.default_ttl)
+    }
+
+    /// Sets `key` to `value`, expiring after `ttl` (millisecond precision).
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::set`]; a zero `ttl` is [`ErrorKind::InvalidInput`].
+    pub fn set_ex<K: AsRef<[u8]>, V: ToRedisArgs>(
+        &self,
+        key: K,
+        value: V,
+        ttl: Duration,
+    ) -> Result<(), Error> {
+        if ttl_millis(ttl) == 0 {
+            return Err(self.inner.fail(Error::invalid_input(
+                "set_ex: the TTL must be at least 1 ms",
+            )));
+        }
+        self.store(key.as_ref(), &value, Some(ttl))
+    }
+
+    fn store<V: ToRedisArgs>(
+        &self,
+        key: &[u8],
+        value: &V,
+        ttl: Option<Duration>,
+    ) -> Result<(), Error> {
+        let i = &*self.inner;
+        let value = encode(value).map_err(|e| i.fail(e))?;
+        let key = i.key(key);
+        i.cache_op(
+            &[&key],
+            Write::Set,
+            true,
+            |c| {
+                let mut cmd = redis::cmd("SET");
+                cmd.arg(&key).arg(&value);
+                if let Some(ttl) = ttl {
+                    cmd.arg("PX").arg(ttl_millis(ttl));
+                }
+                cmd.query::<()>(c)
+            },
+            |m| memory_set(m, &key, &value, ttl),
+        )?;
+        if self.write_through() {
+            if let Some(m) = &i.memory {
+                // Too large for memory: the old copy is dropped, so no
+                // stale read can follow; Redis holds the value.
+                let _ = m.set(&key, &value, ttl);
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes `key`; `true` when it existed.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::get`].
+    pub fn delete<K: AsRef<[u8]>>(&self, key: K) -> Result<bool, Error> {
+        let i = &*self.inner;
+        let key = i.key(key.as_ref());
+        let removed = i.cache_op(
+            &[&key],
+            Write::Delete,
+            true,
+            |c| redis::cmd("DEL").arg(&key).query::<i64>(c).map(|n| n > 0),
+            |m| Ok(m.delete(&key)),
+        )?;
+        if self.write_through() {
+            if let Some(m) = &i.memory {
+                m.delete(&key);
+            }
+        }
+        Ok(removed)
+    }
+
+    /// `true` when `key` exists.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::get`].
+    pub fn exists<K: AsRef<[u8]>>(&self, key: K) -> Result<bool, Error> {
+        let i = &*self.inner;
+        let key = i.key(key.as_ref());
+        i.cache_op(
+            &[&key],
+            Write::None,
+            true,
+            |c| {
+                redis::cmd("EXISTS")
+                    .arg(&key)
+                    .query::<i64>(c)
+                    .map(|n| n > 0)
+            },
+            |m| Ok(m.exists(&key)),
+        )
+    }
+
+    /// Sets a TTL on `key` (millisecond precision); `true` when the key
+    /// exists.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::get`]; a zero `ttl` is [`ErrorKind::InvalidInput`].
+    pub fn expire<K: AsRef<[u8]>>(&self, key: K, ttl: Duration) -> Result<bool, Error> {
+        let i = &*self.inner;
+        if ttl_millis(ttl) == 0 {
+            return Err(i.fail(Error::invalid_input(
+                "expire: the TTL must be at least 1 ms",
+            )));
+        }
+        let key = i.key(key.as_ref());
+        let set = i.cache_op(
+            &[&key],
+            Write::Set,
+            true,
+            |c| {
+                redis::cmd("PEXPIRE")
+                    .arg(&key)
+                    .arg(ttl_millis(ttl))
+                    .query::<i64>(c)
+                    .map(|n| n > 0)
+            },
+            |m| Ok(m.expire(&key, ttl)),
+        )?;
+        if self.write_through() {
+            if let Some(m) = &i.memory {
+                m.expire(&key, ttl);
+            }
+        }
+        Ok(set)
+    }
+
+    /// Adds `delta` to the integer at `key` (a missing key counts as 0) and
+    /// returns the new value.
+    ///
+    /// Not idempotent: after a failure that may have reached the server
+    /// (a read timeout, a connection dropped mid-reply) it is **not** sent
+    /// again, and the error says so ([`Error::may_have_executed`]).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Server`] when the value is not an integer or would
+    /// overflow; others as [`Client::get`].
+    pub fn incr<K: AsRef<[u8]>>(&self, key: K, delta: i64) -> Result<i64, Error> {
+        let i = &*self.inner;
+        let key = i.key(key.as_ref());
+        let n = i.cache_op(
+            &[&key],
+            Write::Set,
+            false,
+            |c| redis::cmd("INCRBY").arg(&key).arg(delta).query::<i64>(c),
+            |m| m.incr_by(&key, delta),
+        )?;
+        if self.write_through() {
+            if let Some(m) = &i.memory {
+                // Keep the memory copy's TTL: only the number changes.
+                let ttl = m.ttl(&key).flatten();
+                let _ = m.set(&key, n.to_string().as_bytes(), ttl);
+            }
+        }
+        Ok(n)
+    }
+
+    /// The values of `keys`, in order; `None` for each missing key.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::get`].
+    pub fn mget<K: AsRef<[u8]>, V: FromRedisValue>(
+        &self,
+        keys: &[K],
+    ) -> Result<Vec<Option<V>>, Error> {
+        let i = &*self.inner;
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<Vec<u8>> = keys.iter().map(|k| i.key(k.as_ref())).collect();
+        let refs: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
+        let values = i.cache_op(
+            &refs,
+            Write::None,
+            true,
+            |c| {
+                let mut cmd = redis::cmd("MGET");
+                for k in &keys {
+                    cmd.arg(k);
+                }
+                cmd.query::<Vec<Option<Vec<u8>>>>(c)
+            },
+            |m| Ok(keys.iter().map(|k| m.get(k).map(|v| v.to_vec())).collect()),
+        )?;
+        if values.len() != keys.len() {
+            return Err(i.fail(Error::new(
+                ErrorKind::UnexpectedReply,
+                crate::ErrorClass::Permanent,
+                format!(
+                    "MGET of {} keys returned {} values",
+                    keys.len(),
+                    values.len()
+                ),
+            )));
+        }
+        if self.write_through() {
+            if let Some(m) = &i.memory {
+                for (k, v) in keys.iter().zip(&values) {
+                    if let Some(v) = v {
+                        let _ = m.set(k, v, i.config.default_ttl);
+                    }
+                }
+            }
+        }
+        values
+            .into_iter()
+            .map(|v| {
+                self.count_read(v.is_some());
+                v.map(decode).transpose()
+            })
+            .collect()
+    }
+
+    /// Sets every `(key, value)` pair, with the default TTL if configured.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::set`].
+    pub fn mset<K: AsRef<[u8]>, V: ToRedisArgs>(&self, pairs: &[(K, V)]) -> Result<(), Error> {
+        let i = &*self.inner;
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        let mut entries = Vec::with_capacity(pairs.len());
+        for (k, v) in pairs {
+            entries.push((i.key(k.as_ref()), encode(v).map_err(|e| i.fail(e))?));
+        }
+        let refs: Vec<&[u8]> = entries.iter().map(|(k, _)| k.as_slice()).collect();
+        let ttl = i.config.default_ttl;
+        i.cache_op(
+            &refs,
+            Write::Set,
+            true,
+            |c| match ttl {
+                None => {
+                    let mut cmd = redis::cmd("MSET");
+                    for (k, v) in &entries {
+                        cmd.arg(k).arg(v);
+                    }
+                    cmd.query::<()>(c)
+                }
+                // MSET cannot set a TTL: one SET ... PX per key, pipelined.
+                Some(ttl) => {
+                    let mut pipe = redis::pipe();
+                    for (k, v) in &entries {
+                        pipe.cmd("SET")
+                            .arg(k)
+                            .arg(v)
+                            .arg("PX")
+                            .arg(ttl_millis(ttl))
+                            .ignore();
+                    }
+                    pipe.query::<()>(c)
+                }
+            },
+            |m| {
+                entries
+                    .iter()
+                    .try_for_each(|(k, v)| memory_set(m, k, v, ttl))
+            },
+        )?;
+        if self.write_through() {
+            if let Some(m) = &i.memory {
+                for (k, v) in &entries {
+                    let _ = m.set(k, v, ttl);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs any command, with retries decided by the command table
+    /// ([`Idempotency::Auto`]). The key prefix is **not** applied: the
+    /// arguments are sent as given.
+    ///
+    /// Arbitrary commands are never answered from memory: while Redis is
+    /// unavailable this fails with the availability error
+    /// ([`ErrorKind::CircuitOpen`], [`ErrorKind::Connection`], ...).
+    ///
+    /// # Errors
+    ///
+    /// The command's error, classified ([`Error::kind`], [`Error::class`]).
+    pub fn execute<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, Error> {
+        self.execute_with(cmd, Idempotency::Auto)
+    }
+
+    /// [`Client::execute`] with an explicit retry rule, for a caller who
+    /// knows better than the command table.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::execute`].
+    pub fn execute_with<T: FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+        idempotency: Idempotency,
+    ) -> Result<T, Error> {
+        self.command(idempotency.for_cmd(cmd), |c| cmd.query::<T>(c))
+    }
+
+    /// Runs a pipeline (or a `MULTI`/`EXEC` transaction with
+    /// [`redis::Pipeline::atomic`]). Retried only when every command is
+    /// idempotent and it is not a transaction, or when nothing was sent.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::execute`].
+    pub fn pipeline<T: FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, Error> {
+        self.command(Idempotency::Auto.for_pipeline(pipe), |c| pipe.query::<T>(c))
+    }
+
+    fn command<T>(
+        &self,
+        idempotent: bool,
+        mut op: impl FnMut(&mut crate::pool::PooledConnection) -> redis::RedisResult<T>,
+    ) -> Result<T, Error> {
+        let i = &*self.inner;
+        crate::stats::Counters::bump(&i.counters.requests);
+        i.redis(idempotent, &mut op)
+            .map(|(v, _)| v)
+            .map_err(|e| i.fail(e))
+    }
+
+    /// Sends `PING` and returns the round-trip time.
+    ///
+    /// # Errors
+    ///
+    /// The availability error when no Redis answers (never served from memory).
+    pub fn ping(&self) -> Result<Duration, Error> {
+        let start = Instant::now();
+        let pong: String = self.command(true, |c| redis::cmd("PING").query(c))?;
+        if pong != "PONG" {
+            return Err(self.inner.fail(Error::new(
+                ErrorKind::UnexpectedReply,
+                crate::ErrorClass::Permanent,
+                "PING was not answered with PONG",
+            )));
+        }
+        Ok(start.elapsed())
+    }
+
+    /// The primary's circuit breaker state (`None` when memory-only).
+    pub fn breaker_state(&self) -> Option<BreakerState> {
+        self.inner
+            .router
+            .as_ref()
+            .map(|r| r.primary.breaker.state())
+    }
+
+    /// Closes every endpoint's breaker at once (an operator's override).
+    pub fn reset_breaker(&self) {
+        if let Some(router) = &self.inner.router {
+            for e in router.endpoints() {
+                e.breaker.reset();
+            }
+        }
+    }
+
+    /// Probes the primary now, as the background prober does every
+    /// `health_check_interval` while failover is active: one `PING` once
+    /// the cooldown is over; switches back after `success_threshold`
+    /// consecutive good probes and the grace period. Returns `true` when
+    /// this probe restored the primary.
+    pub fn probe_primary(&self) -> bool {
+        self.inner.probe_primary()
+    }
+
+    /// Where the client stands: healthy, degraded or unavailable, with each
+    /// endpoint's breaker, pool and last error.
+    pub fn health(&self) -> Health {
+        let i = &*self.inner;
+        let serving_from_memory = i.outage.is_engaged() || i.router.is_none();
+        let Some(router) = &i.router else {
+            return Health {
+                status: if i.memory.is_some() {
+                    HealthStatus::Degraded
+                } else {
+                    HealthStatus::Unavailable
+                },
+                active_endpoint: None,
+                failover_reason: None,
+                serving_from_memory: i.memory.is_some(),
+                endpoints: Vec::new(),
+            };
+        };
+        let endpoints: Vec<EndpointHealth> = router
+            .endpoints()
+            .map(|e| EndpointHealth {
+                role: e.role.as_str(),
+                url: e.url().to_string(),
+                circuit: e.breaker.state(),
+                pool: e.pool.state(),
+                last_error: e.last_error(),
+            })
+            .collect();
+        let active = router.active();
+        let status = match active.breaker.state() {
+            BreakerState::Closed if !serving_from_memory && !router.failover_active() => {
+                HealthStatus::Healthy
+            }
+            BreakerState::Open | BreakerState::ForcedOpen if i.memory.is_none() => {
+                HealthStatus::Unavailable
+            }
+            _ => HealthStatus::Degraded,
+        };
+        Health {
+            status,
+            active_endpoint: Some(active.role.as_str()),
+            failover_reason: router.failover_reason_now(),
+            serving_from_memory,
+            endpoints,
+        }
+    }
+
+    /// Counters and gauges since the client was created; see
+    /// [`Stats::to_prometheus`].
+    pub fn stats(&self) -> Stats {
+        let i = &*self.inner;
+        let mut s = Stats::default();
+        i.counters.fill(&mut s);
+        s.fallback_active = i.outage.is_engaged();
+        s.fallback_entries = i.memory.as_ref().map_or(0, |m| m.len() as u64);
+        s.journal_len = i.journal.len() as u64;
+        if let Some(router) = &i.router {
+            s.failover_active = router.failover_active();
+            s.endpoints = router
+                .endpoints()
+                .map(|e| {
+                    let b = e.breaker.snapshot();
+                    let p = e.pool.state();
+                    let ps = e.pool.stats();
+                    EndpointStats {
+                        role: e.role.as_str(),
+                        url: e.url().to_string(),
+                        circuit: b.state,
+                        breaker_opens: b.opens,
+                        breaker_rejections: b.rejections,
+                        pool_idle: u64::from(p.idle),
+                        pool_in_use: u64::from(p.in_use),
+                        pool_connecting: u64::from(p.connecting),
+                        pool_waiters: u64::from(p.waiters),
+                        connections_created: ps.created,
+                        connections_closed: ps.closed(),
+                        requests: e.attempts(),
+                    }
+                })
+                .collect();
+        }
+        s
+    }
+
+    fn write_through(&self) -> bool {
+        self.inner.config.fallback_mode == FallbackMode::WriteThrough
+    }
+
+    fn count_read(&self, hit: bool) {
+        let c = &self.inner.counters;
+        crate::stats::Counters::bump(if hit { &c.hits } else { &c.misses });
+    }
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("url", &self.inner.config.url())
+            .field("fallback_url", &self.inner.config.fallback_url())
+            .field("fallback_mode", &self.inner.config.fallback_mode)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `ttl` in whole milliseconds, at least the value's floor.
+fn ttl_millis(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A value as the single Redis argument it encodes to.
+fn encode<V: ToRedisArgs>(value: &V) -> Result<Vec<u8>, Error> {
+    let mut args = value.to_redis_args();
+    if args.len() != 1 {
+        return Err(Error::invalid_input(format!(
+            "a value must encode to exactly one Redis argument, this one encodes to {}",
+            args.len()
+        )));
+    }
+    let bytes = args.pop().unwrap_or_default();
+    if bytes.len() > MAX_VALUE_BYTES {
+        return Err(Error::invalid_input(format!(
+            "value of {} bytes is larger than Redis' limit of {MAX_VALUE_BYTES} bytes",
+            bytes.len()
+        )));
+    }
+    Ok(bytes)
+}
+
+/// Stores a value in memory while Redis is unavailable; a value too large
+/// for the store is an error rather than a write silently lost.
+fn memory_set(
+    m: &MemoryStore,
+    key: &[u8],
+    value: &[u8],
+    ttl: Option<Duration>,
+) -> Result<(), Error> {
+    match m.set(key, value, ttl) {
+        SetOutcome::Stored => Ok(()),
+        SetOutcome::TooLarge => Err(Error::new(
+            ErrorKind::InvalidInput,
+            crate::ErrorClass::Permanent,
+            format!(
+                "redis is unavailable and a value of {} bytes does not fit in the in-memory fallback (largest entry {} bytes)",
+                value.len(),
+                m.max_entry_size()
+            ),
+        )),
+    }
+}
+
+/// Bytes from Redis or memory, converted to the caller's type.
+fn decode<V: FromRedisValue>(bytes: Vec<u8>) -> Result<V, Error> {
+    V::from_redis_value(Value::BulkString(bytes))
+        .map_err(|e| Error::from_redis(redis::RedisError::from(e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_is_send_sync_clone() {
+        fn assert<T: Send + Sync + Clone + 'static>() {}
+        assert::<Client>();
+    }
+
+    #[test]
+    fn values_must_be_one_argument() {
+        assert!(encode(&"x").is_ok());
+        assert!(encode(&42).is_ok());
+        let err = encode(&vec!["a", "b"]).err().map(|e| e.kind());
+        assert_eq!(err, Some(ErrorKind::InvalidInput));
+    }
+}

@@ -1,0 +1,147 @@
+//! What happened, for whoever wants to know: [`Event`] and [`EventListener`].
+//!
+//! Listeners are called on the thread that caused the event, outside every
+//! lock of the crate, so a listener may call back into the client. Keep them
+//! quick: they run on the call path.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::breaker::Transition;
+use crate::error::{ErrorKind, RateLimit};
+
+/// Something the client did or noticed. `#[non_exhaustive]`: match with a
+/// `_` arm.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Event {
+    /// An endpoint's circuit breaker changed state.
+    BreakerTransition {
+        /// `"primary"` or `"secondary"`.
+        endpoint: &'static str,
+        /// From, to, why and when.
+        transition: Transition,
+    },
+    /// Redis became unavailable and operations are now served from memory.
+    FallbackEngaged {
+        /// What made Redis unavailable.
+        cause: ErrorKind,
+    },
+    /// Redis answers again; operations go back to it.
+    FallbackReleased {
+        /// Operations served from memory while it was engaged.
+        served_from_memory: u64,
+        /// How long it was engaged.
+        duration: Duration,
+    },
+    /// Keys written during an outage were reconciled with Redis.
+    Reconciled {
+        /// `"primary"` or `"secondary"`: where the keys were reconciled.
+        endpoint: &'static str,
+        /// Keys deleted (invalidated) or written back (replayed).
+        keys: usize,
+        /// Keys that could not be reconciled (they stay journaled).
+        failed: usize,
+        /// The journal had overflowed: some keys written during the outage
+        /// were not recorded, and may be stale in Redis until they expire.
+        overflowed: bool,
+    },
+    /// The client-wide retry budget refused a retry.
+    RetryBudgetExhausted,
+    /// A pooled connection was closed and will be replaced.
+    ConnectionReplaced {
+        /// `"primary"` or `"secondary"`.
+        endpoint: &'static str,
+        /// Why it was closed: `"broken"`, `"idle_expired"`,
+        /// `"lifetime_expired"`, `"health_check_failed"`.
+        reason: &'static str,
+    },
+    /// Calls moved from the primary to the secondary Redis.
+    FailoverActivated {
+        /// Why.
+        reason: FailoverReason,
+        /// The quota details, when the primary rate-limited us.
+        rate_limit: Option<RateLimit>,
+        /// How long before the primary is probed again.
+        cooldown: Duration,
+    },
+    /// The primary answered enough probes and calls moved back to it.
+    FailoverRestored {
+        /// How long the secondary served.
+        duration: Duration,
+    },
+}
+
+/// Why calls moved to the secondary Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailoverReason {
+    /// The primary answered with a quota or rate-limit error.
+    RateLimited,
+    /// The primary's circuit breaker opened.
+    BreakerOpen,
+    /// The primary could not be reached.
+    ConnectFailure,
+}
+
+impl FailoverReason {
+    /// A short lowercase name, as used in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailoverReason::RateLimited => "rate_limited",
+            FailoverReason::BreakerOpen => "breaker_open",
+            FailoverReason::ConnectFailure => "connect_failure",
+        }
+    }
+}
+
+/// Receives [`Event`]s. The default method does nothing, so an
+/// implementation overrides only what it needs.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use resilient_redis::{Event, EventListener};
+///
+/// #[derive(Default)]
+/// struct CountOutages(AtomicU64);
+///
+/// impl EventListener for CountOutages {
+///     fn on_event(&self, event: &Event) {
+///         if let Event::FallbackEngaged { .. } = event {
+///             self.0.fetch_add(1, Ordering::Relaxed);
+///         }
+///     }
+/// }
+/// ```
+pub trait EventListener: Send + Sync {
+    /// Called once per event, outside the crate's locks.
+    fn on_event(&self, event: &Event) {
+        let _ = event;
+    }
+}
+
+/// The listeners of one client.
+#[derive(Clone, Default)]
+pub(crate) struct Listeners {
+    listeners: Vec<Arc<dyn EventListener>>,
+}
+
+impl Listeners {
+    pub(crate) fn add(&mut self, listener: Arc<dyn EventListener>) {
+        self.listeners.push(listener);
+    }
+
+    pub(crate) fn emit(&self, event: Event) {
+        for l in &self.listeners {
+            l.on_event(&event);
+        }
+    }
+}
+
+impl std::fmt::Debug for Listeners {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} listener(s)", self.listeners.len())
+    }
+}

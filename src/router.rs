@@ -1,0 +1,330 @@
+//! Endpoints and failover: which Redis a call goes to.
+//!
+//! Each configured Redis server is an [`RedisEndpoint`]: a circuit breaker in
+//! front of a bounded pool. The [`Router`] sends calls to the primary, and
+//! to the secondary (`fallback_url`) while failover is active. Failover is
+//! triggered by a rate-limit reply from the primary (at once; the rejected
+//! command did not execute, so it is re-sent to the secondary) or by the
+//! primary's breaker opening. A background prober restores the primary
+//! (see [`prober`]).
+
+pub(crate) mod prober;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use redis::RedisResult;
+
+use crate::breaker::{BreakerConfig, BreakerListener, BreakerState, CircuitBreaker};
+use crate::clock::SharedClock;
+use crate::config::{Config, Endpoint};
+use crate::error::{Error, ErrorKind, RateLimit};
+use crate::events::FailoverReason;
+use crate::pool::{Pool, PoolListener, PooledConnection};
+
+/// Which configured server an endpoint is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    Primary,
+    Secondary,
+}
+
+impl Role {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Secondary => "secondary",
+        }
+    }
+}
+
+/// One Redis server: breaker + pool, plus what health reporting needs.
+pub(crate) struct RedisEndpoint {
+    pub(crate) role: Role,
+    pub(crate) breaker: CircuitBreaker,
+    pub(crate) pool: Pool,
+    attempts: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl RedisEndpoint {
+    pub(crate) fn new(
+        role: Role,
+        endpoint: &Endpoint,
+        config: &Config,
+        clock: &SharedClock,
+        breaker_listener: Arc<dyn BreakerListener>,
+        pool_listener: Arc<dyn PoolListener>,
+    ) -> RedisEndpoint {
+        let breaker = CircuitBreaker::new(BreakerConfig::from(config), clock.clone())
+            .with_name(format!("{} {}", role.as_str(), endpoint.redacted))
+            .with_listener(breaker_listener);
+        let pool = Pool::for_endpoint(endpoint.clone(), config, clock.clone());
+        pool.set_listener(pool_listener);
+        RedisEndpoint {
+            role,
+            breaker,
+            pool,
+            attempts: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+        }
+    }
+
+    /// The URL, password redacted.
+    pub(crate) fn url(&self) -> &str {
+        self.pool.endpoint()
+    }
+
+    /// Attempts sent to this endpoint.
+    pub(crate) fn attempts(&self) -> u64 {
+        self.attempts.load(Ordering::Relaxed)
+    }
+
+    /// The last error seen on this endpoint (messages never hold secrets).
+    pub(crate) fn last_error(&self) -> Option<String> {
+        self.last_error.lock().clone()
+    }
+
+    /// One attempt: breaker permit → pool checkout → `f` → verdict.
+    pub(crate) fn call<T>(
+        &self,
+        deadline: Option<Instant>,
+        f: &mut dyn FnMut(&mut PooledConnection) -> RedisResult<T>,
+    ) -> Result<T, Error> {
+        let permit = self.breaker.try_acquire().map_err(Error::from)?;
+        let checkout = match deadline {
+            Some(d) => self.pool.get_deadline(d),
+            None => self.pool.get(),
+        };
+        let mut conn = match checkout {
+            Ok(conn) => conn,
+            Err(e) => {
+                if e.counts_against_breaker() {
+                    permit.failure();
+                } else {
+                    permit.ignore();
+                }
+                self.note(&e);
+                return Err(e);
+            }
+        };
+        self.attempts.fetch_add(1, Ordering::Relaxed);
+        match f(&mut conn) {
+            Ok(value) => {
+                permit.success();
+                Ok(value)
+            }
+            Err(redis_err) => {
+                let e = Error::from_redis(redis_err);
+                if e.counts_against_breaker() {
+                    permit.failure();
+                } else {
+                    // An error reply (WRONGTYPE, ...) proves the server is
+                    // up, but says nothing about its health either way.
+                    permit.ignore();
+                }
+                self.note(&e);
+                Err(e)
+            }
+        }
+    }
+
+    fn note(&self, e: &Error) {
+        if e.kind() != ErrorKind::CircuitOpen {
+            *self.last_error.lock() = Some(e.to_string());
+        }
+    }
+}
+
+/// Failover bookkeeping, behind one mutex (touched only on switches and probes).
+#[derive(Debug)]
+pub(crate) struct FailoverState {
+    pub(crate) reason: Option<FailoverReason>,
+    pub(crate) since: Option<Instant>,
+    /// No probe of the primary before this instant.
+    pub(crate) cooldown_until: Option<Instant>,
+    /// Consecutive good probes of the primary.
+    pub(crate) good_probes: u32,
+    /// When calls last switched either way: no switch back within the
+    /// grace period after it.
+    pub(crate) last_switch: Option<Instant>,
+}
+
+/// Where calls go: the primary, or the secondary while failover is active.
+pub(crate) struct Router {
+    pub(crate) primary: RedisEndpoint,
+    pub(crate) secondary: Option<RedisEndpoint>,
+    /// Fast-path flag: `true` while calls go to the secondary.
+    on_secondary: AtomicBool,
+    pub(crate) failover: Mutex<FailoverState>,
+    pub(crate) cooldown: Duration,
+    pub(crate) grace: Duration,
+    pub(crate) clock: SharedClock,
+}
+
+/// What a switch to the secondary looked like, for the caller to report.
+#[derive(Debug)]
+pub(crate) struct Switch {
+    pub(crate) reason: FailoverReason,
+    pub(crate) cooldown: Duration,
+    pub(crate) rate_limit: Option<RateLimit>,
+}
+
+impl Router {
+    pub(crate) fn new(
+        primary: RedisEndpoint,
+        secondary: Option<RedisEndpoint>,
+        config: &Config,
+        clock: SharedClock,
+    ) -> Router {
+        Router {
+            primary,
+            secondary,
+            on_secondary: AtomicBool::new(false),
+            failover: Mutex::new(FailoverState {
+                reason: None,
+                since: None,
+                cooldown_until: None,
+                good_probes: 0,
+                last_switch: None,
+            }),
+            cooldown: config.failover_cooldown,
+            // Long enough that a primary flapping at probe rate cannot make
+            // calls switch at that rate.
+            grace: config.health_check_interval.max(config.open_timeout),
+            clock,
+        }
+    }
+
+    /// `true` while calls go to the secondary.
+    pub(crate) fn failover_active(&self) -> bool {
+        self.on_secondary.load(Ordering::Acquire)
+    }
+
+    /// The endpoint calls go to now.
+    pub(crate) fn active(&self) -> &RedisEndpoint {
+        match (&self.secondary, self.failover_active()) {
+            (Some(secondary), true) => secondary,
+            _ => &self.primary,
+        }
+    }
+
+    pub(crate) fn endpoints(&self) -> impl Iterator<Item = &RedisEndpoint> {
+        std::iter::once(&self.primary).chain(self.secondary.iter())
+    }
+
+    /// One attempt on the active endpoint. When the primary fails in a way
+    /// that calls for failover, switches to the secondary and re-sends
+    /// there if that is safe. Returns the value and the role that served
+    /// it, and the switch if this call made one.
+    pub(crate) fn call<T>(
+        &self,
+        idempotent: bool,
+        deadline: Option<Instant>,
+        f: &mut dyn FnMut(&mut PooledConnection) -> RedisResult<T>,
+    ) -> (Result<(T, Role), Error>, Option<Switch>) {
+        let Some(secondary) = &self.secondary else {
+            return (
+                self.primary.call(deadline, f).map(|v| (v, Role::Primary)),
+                None,
+            );
+        };
+        if self.failover_active() {
+            return (
+                secondary.call(deadline, f).map(|v| (v, Role::Secondary)),
+                None,
+            );
+        }
+        let err = match self.primary.call(deadline, f) {
+            Ok(v) => return (Ok((v, Role::Primary)), None),
+            Err(e) => e,
+        };
+        let Some(reason) = self.failover_reason(&err) else {
+            return (Err(err), None);
+        };
+        let switch = self.activate(reason, err.rate_limit().cloned());
+        // A rate-limited command was refused, not executed; a command that
+        // never left the client is safe too.
+        let resend = err.is_rate_limited() || !err.may_have_executed() || idempotent;
+        let result = if resend {
+            secondary.call(deadline, f).map(|v| (v, Role::Secondary))
+        } else {
+            Err(err)
+        };
+        (result, switch)
+    }
+
+    /// Whether `err` from the primary calls for failover, and why.
+    fn failover_reason(&self, err: &Error) -> Option<FailoverReason> {
+        if err.is_rate_limited() {
+            return Some(FailoverReason::RateLimited);
+        }
+        let open = matches!(
+            self.primary.breaker.state(),
+            BreakerState::Open | BreakerState::ForcedOpen
+        );
+        if err.kind() == ErrorKind::CircuitOpen || (open && err.counts_against_breaker()) {
+            return Some(
+                if err.may_have_executed() || err.kind() == ErrorKind::CircuitOpen {
+                    FailoverReason::BreakerOpen
+                } else {
+                    FailoverReason::ConnectFailure
+                },
+            );
+        }
+        None
+    }
+
+    /// Switches calls to the secondary. Returns `None` when another thread
+    /// already did.
+    fn activate(&self, reason: FailoverReason, rate_limit: Option<RateLimit>) -> Option<Switch> {
+        let now = self.clock.now();
+        let mut state = self.failover.lock();
+        if self.on_secondary.load(Ordering::Acquire) {
+            return None;
+        }
+        // A reset hint in the quota reply beats the configured cooldown.
+        let cooldown = rate_limit
+            .as_ref()
+            .and_then(|l| l.reset_after)
+            .unwrap_or(self.cooldown);
+        state.reason = Some(reason);
+        state.since = Some(now);
+        state.cooldown_until = Some(now + cooldown);
+        state.good_probes = 0;
+        state.last_switch = Some(now);
+        self.on_secondary.store(true, Ordering::Release);
+        Some(Switch {
+            reason,
+            cooldown,
+            rate_limit,
+        })
+    }
+
+    /// Switches calls back to the primary. Returns how long failover lasted.
+    pub(crate) fn restore(&self) -> Option<Duration> {
+        let now = self.clock.now();
+        let mut state = self.failover.lock();
+        if !self.on_secondary.load(Ordering::Acquire) {
+            return None;
+        }
+        let since = state.since.take();
+        state.reason = None;
+        state.cooldown_until = None;
+        state.good_probes = 0;
+        state.last_switch = Some(now);
+        self.on_secondary.store(false, Ordering::Release);
+        Some(since.map_or(Duration::ZERO, |s| now.saturating_duration_since(s)))
+    }
+
+    /// The reason failover is active, if it is.
+    pub(crate) fn failover_reason_now(&self) -> Option<FailoverReason> {
+        if self.failover_active() {
+            self.failover.lock().reason
+        } else {
+            None
+        }
+    }
+}
