@@ -16,14 +16,15 @@ fn op() -> impl Strategy<Value = BreakerOp> {
         3 => any::<u8>().prop_map(BreakerOp::Failure),
         1 => any::<u8>().prop_map(BreakerOp::Ignore),
         1 => any::<u8>().prop_map(BreakerOp::Drop),
-        2 => (0u16..3_000).prop_map(BreakerOp::Advance),
+        // Whole 100 ms steps, so that deadlines are hit exactly as often as passed.
+        2 => (0u16..30).prop_map(|n| BreakerOp::Advance(n * 100)),
         1 => Just(BreakerOp::Reset).boxed(),
         1 => Just(BreakerOp::ForceOpen).boxed(),
     ]
 }
 
 fn config() -> impl Strategy<Value = BreakerConfig> {
-    let ms = |r: std::ops::Range<u64>| r.prop_map(Duration::from_millis);
+    let ms = |r: std::ops::Range<u64>| r.prop_map(|n| Duration::from_millis(n / 100 * 100));
     let rate =
         (0u32..=100, ms(0..5_000), 0u32..10).prop_map(|(pct, window, min_calls)| FailureRate {
             threshold: f64::from(pct) / 100.0,
