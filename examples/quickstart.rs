@@ -1,14 +1,25 @@
-//! Loads the configuration from the environment and prints it, redacted.
+//! The quick start: a short cache workload from several threads.
 //!
 //! ```text
-//! cargo run --example quickstart
-//! REDIS_URL=redis://:secret@127.0.0.1:6379 cargo run --example quickstart
+//! cargo run --example quickstart                                        # no Redis: in-memory fallback
+//! REDIS_URL=redis://127.0.0.1:6379 cargo run --example quickstart      # a real Redis
 //! ```
+//!
+//! It reads its configuration from the environment (`REDIS_URL`,
+//! `CACHE_MAX_CONNECTIONS`, ...), runs a few thousand `set`/`get` calls from
+//! four threads, and prints what happened: where the values were served
+//! from, the breaker state, health and the stats table.
 
-use resilient_redis::Config;
+use std::time::{Duration, Instant};
+
+use resilient_redis::{Client, Config};
+
+const THREADS: usize = 4;
+const OPS_PER_THREAD: usize = 1_000;
 
 fn main() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(e) => {
@@ -16,8 +27,69 @@ fn main() {
             std::process::exit(2);
         }
     };
-    if config.is_memory_only() {
-        println!("REDIS_URL is not set: running on the in-memory fallback only.");
+    match config.url() {
+        Some(url) => println!("Redis: {url}"),
+        None => println!("REDIS_URL is not set: running on the in-memory store only."),
     }
-    println!("effective configuration:\n{config}");
+
+    let client = match Client::new(config) {
+        Ok(client) => client,
+        Err(e) => {
+            eprintln!("cannot create the client: {e}");
+            std::process::exit(2);
+        }
+    };
+    if client.config().url().is_some() {
+        match client.ping() {
+            Ok(rtt) => println!("PING answered in {rtt:?}"),
+            Err(e) => println!("Redis does not answer ({e}); the cache will run from memory."),
+        }
+    }
+
+    let start = Instant::now();
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            // A clone is cheap: it shares pools, breakers and the memory store.
+            let client = client.clone();
+            std::thread::spawn(move || -> Result<usize, resilient_redis::Error> {
+                let mut hits = 0;
+                for i in 0..OPS_PER_THREAD {
+                    let key = format!("quickstart:{t}:{}", i % 100);
+                    client.set_ex(&key, i as u64, Duration::from_secs(60))?;
+                    let value: Option<u64> = client.get(&key)?;
+                    hits += usize::from(value.is_some());
+                }
+                Ok(hits)
+            })
+        })
+        .collect();
+    let mut hits = 0;
+    for worker in workers {
+        match worker.join() {
+            Ok(Ok(n)) => hits += n,
+            Ok(Err(e)) => {
+                eprintln!("a call failed: {e}");
+                std::process::exit(1);
+            }
+            Err(_) => {
+                eprintln!("a worker thread panicked");
+                std::process::exit(1);
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    let ops = THREADS * OPS_PER_THREAD * 2;
+    println!(
+        "\n{ops} operations from {THREADS} threads in {:.1} ms ({:.0} ops/s), {hits} of {} reads hit",
+        elapsed.as_secs_f64() * 1e3,
+        ops as f64 / elapsed.as_secs_f64(),
+        ops / 2
+    );
+
+    let breaker = client
+        .breaker_state()
+        .map_or("none (memory only)".to_string(), |s| s.to_string());
+    println!("breaker: {breaker}");
+    println!("health:  {}", client.health());
+    println!("\n{}", client.stats());
 }
