@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::Stats;
+use super::{EndpointStats, Stats};
 
 /// Writes metric families: `# HELP`, `# TYPE`, then the samples.
 struct Writer {
@@ -156,30 +156,6 @@ pub(super) fn render(s: &Stats) -> String {
             );
         }
         w.family(
-            "circuit_opens_total",
-            c,
-            "Times the circuit breaker opened.",
-        );
-        for e in &s.endpoints {
-            w.sample(
-                "circuit_opens_total",
-                &[("endpoint", e.role)],
-                e.breaker_opens as f64,
-            );
-        }
-        w.family(
-            "circuit_rejections_total",
-            c,
-            "Calls rejected at once because the circuit was open.",
-        );
-        for e in &s.endpoints {
-            w.sample(
-                "circuit_rejections_total",
-                &[("endpoint", e.role)],
-                e.breaker_rejections as f64,
-            );
-        }
-        w.family(
             "pool_connections",
             g,
             "Pooled connections per endpoint and state.",
@@ -197,53 +173,50 @@ pub(super) fn render(s: &Stats) -> String {
                 );
             }
         }
-        w.family(
-            "pool_waiters",
-            g,
-            "Callers waiting for a pooled connection.",
-        );
-        for e in &s.endpoints {
-            w.sample(
+        type Field = fn(&EndpointStats) -> u64;
+        let per_endpoint: [(&str, &str, &str, Field); 6] = [
+            (
+                "circuit_opens_total",
+                c,
+                "Times the circuit breaker opened.",
+                |e| e.breaker_opens,
+            ),
+            (
+                "circuit_rejections_total",
+                c,
+                "Calls rejected at once because the circuit was open.",
+                |e| e.breaker_rejections,
+            ),
+            (
                 "pool_waiters",
-                &[("endpoint", e.role)],
-                e.pool_waiters as f64,
-            );
-        }
-        w.family(
-            "connections_created_total",
-            c,
-            "Connections opened per endpoint.",
-        );
-        for e in &s.endpoints {
-            w.sample(
+                g,
+                "Callers waiting for a pooled connection.",
+                |e| e.pool_waiters,
+            ),
+            (
                 "connections_created_total",
-                &[("endpoint", e.role)],
-                e.connections_created as f64,
-            );
-        }
-        w.family(
-            "connections_closed_total",
-            c,
-            "Connections closed per endpoint.",
-        );
-        for e in &s.endpoints {
-            w.sample(
+                c,
+                "Connections opened per endpoint.",
+                |e| e.connections_created,
+            ),
+            (
                 "connections_closed_total",
-                &[("endpoint", e.role)],
-                e.connections_closed as f64,
-            );
-        }
-        w.family(
-            "endpoint_requests_total",
-            c,
-            "Attempts sent to each endpoint.",
-        );
-        for e in &s.endpoints {
-            w.sample(
+                c,
+                "Connections closed per endpoint.",
+                |e| e.connections_closed,
+            ),
+            (
                 "endpoint_requests_total",
-                &[("endpoint", e.role)],
-                e.requests as f64,
-            );
+                c,
+                "Attempts sent to each endpoint.",
+                |e| e.requests,
+            ),
+        ];
+        for (name, kind, help, field) in per_endpoint {
+            w.family(name, kind, help);
+            for e in &s.endpoints {
+                w.sample(name, &[("endpoint", e.role)], field(e) as f64);
+            }
         }
     }
     w.out
