@@ -69,3 +69,8 @@ pub use retry::{
 /// the same version for commands, pipelines and values.
 pub use redis;
 pub use stats::{EndpointStats, Stats};
+
+// Compiles the README's examples as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
