@@ -470,6 +470,16 @@ impl Inner {
             .map(|((), role)| role)
     }
 
+    /// The prober thread's tick: probes the primary when a probe is due by
+    /// the client's clock (see [`Router::probe_due`]).
+    pub(crate) fn probe_tick(&self) {
+        if let Some(router) = &self.router {
+            if router.probe_due(self.clock.now()) {
+                self.probe_primary();
+            }
+        }
+    }
+
     /// One probe of the primary while failover is active (called by the
     /// prober thread every `health_check_interval`, or by
     /// [`Client::probe_primary`](super::Client::probe_primary)). Restores
@@ -483,24 +493,18 @@ impl Inner {
             return false;
         }
         let now = self.clock.now();
-        if router
-            .failover
-            .lock()
-            .cooldown_until
-            .is_some_and(|until| now < until)
         {
-            return false;
+            let mut state = router.failover.lock();
+            if state.cooldown_until.is_some_and(|until| now < until) {
+                return false;
+            }
+            state.next_probe = Some(now + router.probe_interval);
         }
-        // One PING per probe, straight through the pool: the breaker may be
-        // open, and a probe must not wait for it.
-        let ok = match router.primary.pool.get() {
-            Ok(mut conn) => redis::cmd("PING").query::<String>(&mut conn).is_ok(),
-            Err(_) => false,
-        };
+        let ok = ping_once(&router.primary.pool);
         let restore = {
             let mut state = router.failover.lock();
             if ok {
-                state.good_probes += 1;
+                state.good_probes = state.good_probes.saturating_add(1);
             } else {
                 state.good_probes = 0;
             }
@@ -509,21 +513,22 @@ impl Inner {
                 .is_none_or(|at| now.saturating_duration_since(at) >= router.grace);
             ok && state.good_probes >= self.config.success_threshold && grace_over
         };
-        if restore {
-            self.restore_primary(router);
-        }
-        restore
+        log::debug!(
+            "probed the primary redis: {}",
+            if ok { "answered" } else { "no answer" }
+        );
+        restore && self.restore_primary(router)
     }
 
     /// Invalidates on the primary every key written on the secondary, then
     /// switches back. Keys are also deleted on the secondary, so that a
     /// later failover does not serve them stale.
-    fn restore_primary(&self, router: &Router) {
+    fn restore_primary(&self, router: &Router) -> bool {
         if !self.invalidate_failover_keys(router) {
-            return;
+            return false;
         }
         let Some(duration) = router.restore() else {
-            return;
+            return false;
         };
         // Writes that reached the secondary while we switched.
         self.invalidate_failover_keys(router);
@@ -533,6 +538,7 @@ impl Inner {
             duration.as_secs_f64()
         );
         self.listeners.emit(Event::FailoverRestored { duration });
+        true
     }
 
     fn invalidate_failover_keys(&self, router: &Router) -> bool {
@@ -571,6 +577,27 @@ impl Inner {
         }
         true
     }
+}
+
+/// One `PING` of the primary through its pool, and never two: when the
+/// checkout already `PING`ed an idle connection (the pool's health check),
+/// that answer is the probe. On hosted Redis every command is billed.
+///
+/// The probe does not go through the breaker: it may be open, and a probe
+/// must not wait for it. During failover nothing else uses the primary's
+/// pool, so the health-check counter tells whether the checkout pinged.
+fn ping_once(pool: &crate::pool::Pool) -> bool {
+    let checks_before = pool.stats().health_checks;
+    let mut conn = match pool.get() {
+        Ok(conn) => conn,
+        Err(_) => return false,
+    };
+    if pool.stats().health_checks > checks_before {
+        // A reused connection passed the PING; a new one means the idle
+        // one failed it (and was replaced).
+        return conn.is_reused();
+    }
+    redis::cmd("PING").query::<String>(&mut conn).is_ok()
 }
 
 /// Failures that mean "Redis cannot serve this now": served from memory
