@@ -263,9 +263,10 @@ impl Router {
             return (Err(err), None);
         };
         let switch = self.activate(reason, err.rate_limit().cloned());
-        // A rate-limited command was refused, not executed; a command that
-        // never left the client is safe too.
-        let resend = err.is_rate_limited() || !err.may_have_executed() || idempotent;
+        // A command the quota refused did not execute (`may_have_executed`
+        // is false for it, but not for a pipeline partly executed before
+        // the refusal); nor did one that never left the client.
+        let resend = !err.may_have_executed() || idempotent;
         let result = if resend {
             secondary.call(deadline, f).map(|v| (v, Role::Secondary))
         } else {

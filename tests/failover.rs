@@ -212,6 +212,27 @@ fn a_non_idempotent_command_refused_by_the_quota_is_resent_once() {
 }
 
 #[test]
+fn a_pipeline_refused_by_the_quota_fails_over_too() {
+    let fake = FakeRedis::new();
+    let secondary = RedisServer::new();
+    fake.rate_limit_after(0);
+    // With a default TTL, mset is a pipeline of SET ... PX.
+    let config = fast(&fake.url(), &secondary.url())
+        .default_ttl(Some(Duration::from_secs(60)))
+        .build()
+        .unwrap();
+    let client = Client::builder(config)
+        .clock(ManualClock::new().shared())
+        .build()
+        .unwrap();
+    client.mset(&[("a", "1"), ("b", "2")]).unwrap();
+    assert!(client.stats().failover_active);
+    let mut raw = secondary.connection();
+    let b: Option<String> = redis::cmd("GET").arg("b").query(&mut raw).unwrap();
+    assert_eq!(b.as_deref(), Some("2"));
+}
+
+#[test]
 fn the_prober_pings_once_per_interval_and_restores_after_the_cooldown() {
     let fake = FakeRedis::new();
     let secondary = RedisServer::new();
@@ -414,11 +435,65 @@ fn the_grace_period_bounds_switches_of_a_flapping_primary() {
         client.probe_primary();
     }
     let restores = rec.count(is_restored);
-    eprintln!("restores {restores}, failovers {}", rec.count(is_activated));
     let failovers = rec.count(is_activated);
     assert!(restores >= 1, "the primary was restored at times");
     // Without the grace period it could switch back every other second.
     assert!(restores <= 60 / 10 + 1, "{restores} restores in 60 s");
     assert!(failovers <= restores + 1, "{failovers} failovers");
+    assert_eq!(client.stats().errors(), 0);
+}
+
+#[test]
+fn without_a_secondary_a_quota_cooldown_keeps_calls_off_the_primary() {
+    let fake = FakeRedis::new();
+    let clock = ManualClock::new();
+    let config = Config::builder(fake.url())
+        .connect_timeout(ms(500))
+        .socket_timeout(ms(500))
+        .checkout_timeout(ms(500))
+        .failover_cooldown(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let client = Client::builder(config)
+        .clock(clock.shared())
+        .build()
+        .unwrap();
+    client.set("user:1", "old").unwrap();
+    fake.rate_limit_after(0);
+
+    // The first refused call, then 200 more: served from memory, none sent.
+    client.set("user:1", "new").unwrap();
+    let refused = data_commands(&fake);
+    for i in 0..200 {
+        op(&client, i);
+    }
+    assert_eq!(
+        data_commands(&fake),
+        refused,
+        "nothing sent during the cooldown"
+    );
+    let got: Option<String> = client.get("user:1").unwrap();
+    assert_eq!(got.as_deref(), Some("new"));
+    assert!(client.health().serving_from_memory);
+
+    // Still refusing when the cooldown ends: one call probes, the next ones
+    // wait for another cooldown.
+    clock.advance(Duration::from_secs(60));
+    for i in 0..20 {
+        op(&client, i);
+    }
+    assert_eq!(data_commands(&fake), refused + 1, "one probe per cooldown");
+
+    // The quota resets: after the cooldown the probe succeeds, traffic
+    // returns and what was written meanwhile is invalidated on the primary.
+    fake.stop_rate_limiting();
+    clock.advance(Duration::from_secs(60));
+    let got: Option<String> = client.get("user:1").unwrap();
+    assert_ne!(got.as_deref(), Some("old"));
+    assert!(fake.count_of("DEL") >= 1);
+    let before = data_commands(&fake);
+    client.set("after", "1").unwrap();
+    assert_eq!(data_commands(&fake), before + 1);
+    assert!(!client.health().serving_from_memory);
     assert_eq!(client.stats().errors(), 0);
 }
