@@ -1,6 +1,7 @@
 //! [`Client`]: the cache API over retry, failover, breaker, pool and the
 //! in-memory fallback.
 
+mod failover;
 mod health;
 mod inner;
 mod outage;
