@@ -196,9 +196,12 @@ impl Error {
     /// knows better (see [`Error::with_may_have_executed`]).
     pub(crate) fn from_redis(err: redis::RedisError) -> Self {
         let c = classify(&err);
+        // A quota reply to one command means it was refused, not executed;
+        // in a pipeline the replies before it may have executed.
+        let refused = c.rate_limit.is_some() && err.detail().is_some();
         let mut e = Error::new(c.kind, c.class, c.message)
             .with_counts_against_breaker(c.counts_against_breaker)
-            .with_may_have_executed(true);
+            .with_may_have_executed(!refused);
         if let Some(limit) = c.rate_limit {
             e.inner.retry_after = limit.reset_after;
             e.inner.rate_limit = Some(limit);
@@ -517,6 +520,20 @@ fn io_error_kind(err: &redis::RedisError) -> Option<io::ErrorKind> {
 
 /// `CODE detail` of a server error reply, truncated.
 fn server_text(err: &redis::RedisError) -> String {
+    // A pipeline's (or transaction's) error has no detail of its own: its
+    // first failed reply speaks for it, so that a quota reply to a pipeline
+    // is recognised as one.
+    if err.detail().is_none() {
+        let first = err.clone().into_server_errors().and_then(|items| {
+            items.first().map(|(_, e)| match e.details() {
+                Some(detail) => format!("{} {detail}", e.code()),
+                None => e.code().to_string(),
+            })
+        });
+        if let Some(text) = first {
+            return truncated(&text);
+        }
+    }
     let code = err.code().unwrap_or("ERR");
     let text = match err.detail() {
         Some(detail) => format!("{code} {detail}"),

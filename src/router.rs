@@ -20,7 +20,7 @@ use redis::RedisResult;
 use crate::breaker::{BreakerConfig, BreakerListener, BreakerState, CircuitBreaker};
 use crate::clock::SharedClock;
 use crate::config::{Config, Endpoint};
-use crate::error::{Error, ErrorKind, RateLimit};
+use crate::error::{Error, ErrorClass, ErrorKind, RateLimit};
 use crate::events::FailoverReason;
 use crate::pool::{Pool, PoolListener, PooledConnection};
 
@@ -150,6 +150,19 @@ pub(crate) struct FailoverState {
     /// When calls last switched either way: no switch back within the
     /// grace period after it.
     pub(crate) last_switch: Option<Instant>,
+    /// The background prober's next probe: one per `health_check_interval`
+    /// (on hosted Redis every PING is billed).
+    pub(crate) next_probe: Option<Instant>,
+}
+
+/// A quota cooldown of a primary without a secondary: while it lasts, calls
+/// are not sent to the primary at all (each would be billed and refused).
+#[derive(Debug, Default)]
+struct Quota {
+    /// No call before this instant.
+    until: Option<Instant>,
+    /// The last rate-limit reply's details.
+    limit: Option<RateLimit>,
 }
 
 /// Where calls go: the primary, or the secondary while failover is active.
@@ -161,6 +174,10 @@ pub(crate) struct Router {
     pub(crate) failover: Mutex<FailoverState>,
     pub(crate) cooldown: Duration,
     pub(crate) grace: Duration,
+    pub(crate) probe_interval: Duration,
+    /// Fast-path flag: `true` while a quota cooldown (no secondary) is on.
+    quota_blocked: AtomicBool,
+    quota: Mutex<Quota>,
     pub(crate) clock: SharedClock,
 }
 
@@ -189,11 +206,15 @@ impl Router {
                 cooldown_until: None,
                 good_probes: 0,
                 last_switch: None,
+                next_probe: None,
             }),
             cooldown: config.failover_cooldown,
             // Long enough that a primary flapping at probe rate cannot make
             // calls switch at that rate.
             grace: config.health_check_interval.max(config.open_timeout),
+            probe_interval: config.health_check_interval,
+            quota_blocked: AtomicBool::new(false),
+            quota: Mutex::new(Quota::default()),
             clock,
         }
     }
@@ -226,10 +247,7 @@ impl Router {
         f: &mut dyn FnMut(&mut PooledConnection) -> RedisResult<T>,
     ) -> (Result<(T, Role), Error>, Option<Switch>) {
         let Some(secondary) = &self.secondary else {
-            return (
-                self.primary.call(deadline, f).map(|v| (v, Role::Primary)),
-                None,
-            );
+            return (self.call_primary_alone(deadline, f), None);
         };
         if self.failover_active() {
             return (
@@ -245,9 +263,10 @@ impl Router {
             return (Err(err), None);
         };
         let switch = self.activate(reason, err.rate_limit().cloned());
-        // A rate-limited command was refused, not executed; a command that
-        // never left the client is safe too.
-        let resend = err.is_rate_limited() || !err.may_have_executed() || idempotent;
+        // A command the quota refused did not execute (`may_have_executed`
+        // is false for it, but not for a pipeline partly executed before
+        // the refusal); nor did one that never left the client.
+        let resend = !err.may_have_executed() || idempotent;
         let result = if resend {
             secondary.call(deadline, f).map(|v| (v, Role::Secondary))
         } else {
@@ -295,6 +314,7 @@ impl Router {
         state.cooldown_until = Some(now + cooldown);
         state.good_probes = 0;
         state.last_switch = Some(now);
+        state.next_probe = Some(now + cooldown);
         self.on_secondary.store(true, Ordering::Release);
         Some(Switch {
             reason,
@@ -315,8 +335,82 @@ impl Router {
         state.cooldown_until = None;
         state.good_probes = 0;
         state.last_switch = Some(now);
+        state.next_probe = None;
         self.on_secondary.store(false, Ordering::Release);
         Some(since.map_or(Duration::ZERO, |s| now.saturating_duration_since(s)))
+    }
+
+    /// `true` when the background prober should probe the primary now:
+    /// failover is active, the cooldown is over and a probe interval has
+    /// passed since the last probe.
+    pub(crate) fn probe_due(&self, now: Instant) -> bool {
+        if !self.failover_active() {
+            return false;
+        }
+        let state = self.failover.lock();
+        state.cooldown_until.is_none_or(|until| now >= until)
+            && state.next_probe.is_none_or(|at| now >= at)
+    }
+
+    /// The primary alone (no secondary configured). A rate-limit reply
+    /// starts a quota cooldown (the reset hint when the reply has one, else
+    /// `failover_cooldown`) during which calls fail at once with a
+    /// rate-limit error, without being sent: the caller serves them from
+    /// memory. After it, one call goes through as the probe.
+    fn call_primary_alone<T>(
+        &self,
+        deadline: Option<Instant>,
+        f: &mut dyn FnMut(&mut PooledConnection) -> RedisResult<T>,
+    ) -> Result<(T, Role), Error> {
+        let mut probing = false;
+        if self.quota_blocked.load(Ordering::Acquire) {
+            let now = self.clock.now();
+            let mut quota = self.quota.lock();
+            match quota.until {
+                Some(until) if now < until => {
+                    let wait = until.saturating_duration_since(now);
+                    return Err(quota_error(wait));
+                }
+                // Over: this call probes; the others keep away until it
+                // has an answer (at most one more cooldown).
+                Some(_) => {
+                    quota.until = Some(now + self.cooldown);
+                    probing = true;
+                }
+                None => {}
+            }
+        }
+        let result = self.primary.call(deadline, f);
+        match &result {
+            Err(e) if e.is_rate_limited() => {
+                let now = self.clock.now();
+                let limit = e.rate_limit().cloned();
+                let wait = limit
+                    .as_ref()
+                    .and_then(|l| l.reset_after)
+                    .unwrap_or(self.cooldown);
+                let mut quota = self.quota.lock();
+                if !self.quota_blocked.swap(true, Ordering::AcqRel) {
+                    log::warn!(
+                        "the primary redis rate-limited us ({}); no call is sent to it for {wait:?}",
+                        describe(limit.as_ref())
+                    );
+                }
+                quota.until = Some(now + wait);
+                quota.limit = limit;
+            }
+            // Any other answer ends the quota cooldown (a connection error
+            // is the breaker's business).
+            _ if probing => {
+                let mut quota = self.quota.lock();
+                quota.until = None;
+                quota.limit = None;
+                self.quota_blocked.store(false, Ordering::Release);
+                log::info!("the primary redis accepts calls again after its quota cooldown");
+            }
+            _ => {}
+        }
+        result.map(|v| (v, Role::Primary))
     }
 
     /// The reason failover is active, if it is.
@@ -326,5 +420,27 @@ impl Router {
         } else {
             None
         }
+    }
+}
+
+/// The error a call gets, without being sent, during a quota cooldown.
+fn quota_error(wait: Duration) -> Error {
+    Error::new(
+        ErrorKind::RateLimited,
+        ErrorClass::RateLimited,
+        format!("the primary redis is over its request quota: not sent, next attempt in {wait:?}"),
+    )
+    .with_retry_after(wait)
+}
+
+/// `limit 10000, usage 10000`, or what part of it the reply stated.
+fn describe(limit: Option<&RateLimit>) -> String {
+    match limit {
+        Some(RateLimit {
+            limit: Some(l),
+            usage: Some(u),
+            ..
+        }) => format!("limit {l}, usage {u}"),
+        _ => "quota exceeded".to_string(),
     }
 }

@@ -24,7 +24,7 @@ use crate::router::{Role, Router, Switch};
 use crate::stats::Counters;
 
 /// Keys per `DEL` (or per replay pipeline) during reconciliation.
-const RECONCILE_CHUNK: usize = 256;
+pub(crate) const RECONCILE_CHUNK: usize = 256;
 
 /// How a cache operation changes keys, for the journals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -468,108 +468,6 @@ impl Inner {
         // Both forms are idempotent: DEL and plain SET may be re-sent.
         self.redis(true, |c| pipe.query::<()>(c))
             .map(|((), role)| role)
-    }
-
-    /// One probe of the primary while failover is active (called by the
-    /// prober thread every `health_check_interval`, or by
-    /// [`Client::probe_primary`](super::Client::probe_primary)). Restores
-    /// the primary after `success_threshold` good probes, once the cooldown
-    /// and the grace period have passed.
-    pub(crate) fn probe_primary(&self) -> bool {
-        let Some(router) = &self.router else {
-            return false;
-        };
-        if router.secondary.is_none() || !router.failover_active() {
-            return false;
-        }
-        let now = self.clock.now();
-        if router
-            .failover
-            .lock()
-            .cooldown_until
-            .is_some_and(|until| now < until)
-        {
-            return false;
-        }
-        // One PING per probe, straight through the pool: the breaker may be
-        // open, and a probe must not wait for it.
-        let ok = match router.primary.pool.get() {
-            Ok(mut conn) => redis::cmd("PING").query::<String>(&mut conn).is_ok(),
-            Err(_) => false,
-        };
-        let restore = {
-            let mut state = router.failover.lock();
-            if ok {
-                state.good_probes += 1;
-            } else {
-                state.good_probes = 0;
-            }
-            let grace_over = state
-                .last_switch
-                .is_none_or(|at| now.saturating_duration_since(at) >= router.grace);
-            ok && state.good_probes >= self.config.success_threshold && grace_over
-        };
-        if restore {
-            self.restore_primary(router);
-        }
-        restore
-    }
-
-    /// Invalidates on the primary every key written on the secondary, then
-    /// switches back. Keys are also deleted on the secondary, so that a
-    /// later failover does not serve them stale.
-    fn restore_primary(&self, router: &Router) {
-        if !self.invalidate_failover_keys(router) {
-            return;
-        }
-        let Some(duration) = router.restore() else {
-            return;
-        };
-        // Writes that reached the secondary while we switched.
-        self.invalidate_failover_keys(router);
-        router.primary.breaker.reset();
-        log::info!(
-            "restored the primary redis after {:.1} s on the secondary",
-            duration.as_secs_f64()
-        );
-        self.listeners.emit(Event::FailoverRestored { duration });
-    }
-
-    fn invalidate_failover_keys(&self, router: &Router) -> bool {
-        let drained = self.failover_journal.drain();
-        for (i, chunk) in drained.entries.chunks(RECONCILE_CHUNK).enumerate() {
-            let mut del = redis::cmd("DEL");
-            for e in chunk {
-                del.arg(&e.key[..]);
-            }
-            let on_primary = router
-                .primary
-                .pool
-                .get()
-                .and_then(|mut c| del.query::<()>(&mut c).map_err(Error::from_redis));
-            if let Err(e) = on_primary {
-                log::debug!("primary not restored yet: invalidating keys failed: {e}");
-                for e in &drained.entries[i * RECONCILE_CHUNK..] {
-                    self.failover_journal.record_set(&e.key);
-                }
-                return false;
-            }
-            if let Some(secondary) = &router.secondary {
-                if let Ok(mut c) = secondary.pool.get() {
-                    let _ = del.query::<()>(&mut c);
-                }
-            }
-            Counters::bump_by(&self.counters.reconciled_keys, chunk.len() as u64);
-        }
-        if !drained.entries.is_empty() {
-            self.listeners.emit(Event::Reconciled {
-                endpoint: Role::Primary.as_str(),
-                keys: drained.entries.len(),
-                failed: 0,
-                overflowed: drained.overflowed(),
-            });
-        }
-        true
     }
 }
 

@@ -1,6 +1,7 @@
 //! [`Client`]: the cache API over retry, failover, breaker, pool and the
 //! in-memory fallback.
 
+mod failover;
 mod health;
 mod inner;
 mod outage;
@@ -149,14 +150,17 @@ impl ClientBuilder {
             retrier = retrier.with_seed(seed);
         }
         let has_secondary = router.as_ref().is_some_and(|r| r.secondary.is_some());
-        let probe_interval = config.health_check_interval;
+        // The thread wakes often and cheaply (an atomic load while no
+        // failover is active); whether a probe is due is decided by the
+        // client's clock, so a manual clock drives it in tests.
+        let wake_every = config
+            .health_check_interval
+            .min(std::time::Duration::from_millis(50));
         let inner = Arc::new(Inner::new(
             config, clock, router, retrier, reconcile, listeners,
         ));
         if has_secondary {
-            let prober = Prober::start(Arc::downgrade(&inner), probe_interval, |inner: &Inner| {
-                inner.probe_primary();
-            });
+            let prober = Prober::start(Arc::downgrade(&inner), wake_every, Inner::probe_tick);
             let _ = inner.prober.set(prober);
         }
         Ok(Client { inner })
