@@ -59,7 +59,9 @@ fn pool_right_ca_reuses_the_tls_connection_and_wrong_ca_keeps_the_tls_error() {
     )
     .unwrap();
     for _ in 0..2 {
-        let e = wrong.get().err().expect("the certificate must not verify");
+        let Err(e) = wrong.get() else {
+            panic!("the certificate must not verify")
+        };
         assert_unknown_ca(&e);
         // The pool says where it was connecting to.
         assert!(e.to_string().contains(&url), "{e}");
