@@ -1,9 +1,10 @@
 //! `rediss://` against a real TLS `redis-server` (Debian's 7.0 is built
 //! with TLS), with certificates generated at test time by rcgen.
 //!
-//! Connections are made through the config's `redis::ConnectionInfo`, the
-//! same path the pool uses. A small TCP relay in front of the server
-//! records the first byte of every connection, which proves that the
+//! The tests in this file connect through the config's
+//! `redis::ConnectionInfo`, the same path the pool uses; `client` and
+//! `failover` go through the public `Pool` and `Client`. A small TCP relay
+//! in front of the server records the first byte of every connection, which proves that the
 //! client never sent plaintext: a TLS connection starts with a handshake
 //! record (0x16), a RESP command with `*`.
 #![cfg(feature = "tls")]
@@ -12,16 +13,25 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
 use redis::Commands;
 use resilient_redis::test_support::{primary_connect_error, primary_connection_info};
 use resilient_redis::{Config, Error, ErrorClass, ErrorKind};
+use support::server::PORT_PLACEHOLDER;
+use support::RedisServer;
+
+// End to end through the public Pool and Client, and through failover,
+// with the helpers below (paths: `mod client;` here would be tests/client.rs).
+#[path = "tls/client.rs"]
+mod client;
+#[path = "tls/failover.rs"]
+mod failover;
+mod support;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -84,52 +94,20 @@ fn make_ca(name: &str) -> (rcgen::Certificate, KeyPair) {
 
 // ---- a TLS-only redis-server --------------------------------------------
 
-struct TlsRedis {
-    child: Child,
-    port: u16,
-}
-
-impl TlsRedis {
-    fn start(certs: &Certs, require_client_cert: bool) -> TlsRedis {
-        let port = free_port();
-        let arg = |p: &Path| p.display().to_string();
-        let child = Command::new("redis-server")
-            .args(["--port", "0", "--tls-port", &port.to_string()])
-            .args(["--tls-cert-file", &arg(&certs.path("server.pem"))])
-            .args(["--tls-key-file", &arg(&certs.path("server.key"))])
-            .args(["--tls-ca-cert-file", &arg(&certs.path("ca.pem"))])
-            .args([
-                "--tls-auth-clients",
-                if require_client_cert { "yes" } else { "no" },
-            ])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (scripts/test.sh installs it)");
-        // Readiness: the port accepts connections (a deadline, not a sleep).
-        let deadline = Instant::now() + TIMEOUT;
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            thread::sleep(Duration::from_millis(10));
-        }
-        TlsRedis { child, port }
-    }
-}
-
-impl Drop for TlsRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A `redis-server` from the shared harness that speaks TLS only (`--port
+/// 0`); its [`RedisServer::port`] is the TLS port.
+fn tls_server(certs: &Certs, require_client_cert: bool) -> RedisServer {
+    let path = |f: &str| certs.path(f).display().to_string();
+    RedisServer::builder()
+        .args(&["--port", "0", "--tls-port", PORT_PLACEHOLDER])
+        .args(&["--tls-cert-file", &path("server.pem")])
+        .args(&["--tls-key-file", &path("server.key")])
+        .args(&["--tls-ca-cert-file", &path("ca.pem")])
+        .args(&[
+            "--tls-auth-clients",
+            if require_client_cert { "yes" } else { "no" },
+        ])
+        .start()
 }
 
 // ---- a relay that records the first byte of every connection -------------
@@ -205,6 +183,12 @@ impl log::Log for Capture {
 }
 
 fn warnings_mentioning(text: &str) -> usize {
+    warnings_with(&[text])
+}
+
+/// WARN lines logged so far (by any test in this binary) that contain
+/// every one of `texts`.
+fn warnings_with(texts: &[&str]) -> usize {
     static LOGGER: OnceLock<&'static Capture> = OnceLock::new();
     let logger = LOGGER.get_or_init(|| {
         let l: &'static Capture = Box::leak(Box::new(Capture(Mutex::new(Vec::new()))));
@@ -217,7 +201,7 @@ fn warnings_mentioning(text: &str) -> usize {
         .lock()
         .unwrap()
         .iter()
-        .filter(|l| l.contains(text))
+        .filter(|l| texts.iter().all(|t| l.contains(t)))
         .count()
 }
 
@@ -252,8 +236,8 @@ fn tls_err(r: Result<redis::Connection, Error>) -> Error {
 #[test]
 fn right_ca_works_and_only_tls_is_sent() {
     let certs = Certs::new("right");
-    let server = TlsRedis::start(&certs, false);
-    let relay = Relay::start(server.port);
+    let server = tls_server(&certs, false);
+    let relay = Relay::start(server.port());
     let config = Config::builder(format!("rediss://localhost:{}/2", relay.port))
         .tls_ca_file(certs.path("ca.pem"))
         .build()
@@ -273,8 +257,8 @@ fn right_ca_works_and_only_tls_is_sent() {
 #[test]
 fn wrong_ca_is_a_tls_error_and_no_plaintext_is_sent() {
     let certs = Certs::new("wrong");
-    let server = TlsRedis::start(&certs, false);
-    let relay = Relay::start(server.port);
+    let server = tls_server(&certs, false);
+    let relay = Relay::start(server.port());
     let config = Config::builder(format!("rediss://localhost:{}", relay.port))
         .tls_ca_file(certs.path("other-ca.pem"))
         .build()
@@ -292,8 +276,8 @@ fn wrong_ca_is_a_tls_error_and_no_plaintext_is_sent() {
 #[test]
 fn platform_roots_are_used_by_default_and_do_not_trust_a_private_ca() {
     let certs = Certs::new("platform");
-    let server = TlsRedis::start(&certs, false);
-    let config = Config::builder(format!("rediss://localhost:{}", server.port))
+    let server = tls_server(&certs, false);
+    let config = Config::builder(format!("rediss://localhost:{}", server.port()))
         .build()
         .unwrap();
     let e = tls_err(connect(&config));
@@ -303,12 +287,12 @@ fn platform_roots_are_used_by_default_and_do_not_trust_a_private_ca() {
 #[test]
 fn a_name_mismatch_is_reported() {
     let certs = Certs::new("name");
-    let server = TlsRedis::start(&certs, false);
+    let server = tls_server(&certs, false);
     // 127.0.0.2 is loopback too but not named in the certificate; the
     // server listens on 127.0.0.1 only, so relay from 127.0.0.2.
     let listener = TcpListener::bind("127.0.0.2:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let target = server.port;
+    let target = server.port();
     thread::spawn(move || {
         if let Some(Ok(client)) = listener.incoming().next() {
             let server = TcpStream::connect(("127.0.0.1", target)).unwrap();
@@ -328,8 +312,8 @@ fn a_name_mismatch_is_reported() {
 #[test]
 fn mutual_tls_with_and_without_a_client_certificate() {
     let certs = Certs::new("mtls");
-    let server = TlsRedis::start(&certs, true);
-    let url = format!("rediss://localhost:{}", server.port);
+    let server = tls_server(&certs, true);
+    let url = format!("rediss://localhost:{}", server.port());
     let with = Config::builder(&url)
         .tls_ca_file(certs.path("ca.pem"))
         .tls_client_cert(certs.path("client.pem"), certs.path("client.key"))
@@ -350,9 +334,9 @@ fn mutual_tls_with_and_without_a_client_certificate() {
 #[test]
 fn insecure_mode_works_and_warns_once() {
     let certs = Certs::new("insecure");
-    let server = TlsRedis::start(&certs, false);
-    let url = format!("rediss://localhost:{}#insecure", server.port);
-    let marker = format!("localhost:{}#insecure", server.port);
+    let server = tls_server(&certs, false);
+    let url = format!("rediss://localhost:{}#insecure", server.port());
+    let marker = format!("localhost:{}#insecure", server.port());
     assert_eq!(warnings_mentioning(&marker), 0);
     // Refused without the explicit call, and nothing logged.
     let e = Config::builder(&url).build().unwrap_err();
