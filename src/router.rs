@@ -47,6 +47,9 @@ pub(crate) struct RedisEndpoint {
     pub(crate) pool: Pool,
     attempts: AtomicU64,
     last_error: Mutex<Option<String>>,
+    /// The last attempt failed in a way that says this endpoint cannot
+    /// serve (I/O, timeout, TLS, auth); cleared by the next success.
+    failing: AtomicBool,
 }
 
 impl RedisEndpoint {
@@ -69,6 +72,7 @@ impl RedisEndpoint {
             pool,
             attempts: AtomicU64::new(0),
             last_error: Mutex::new(None),
+            failing: AtomicBool::new(false),
         }
     }
 
@@ -85,6 +89,13 @@ impl RedisEndpoint {
     /// The last error seen on this endpoint (messages never hold secrets).
     pub(crate) fn last_error(&self) -> Option<String> {
         self.last_error.lock().clone()
+    }
+
+    /// `true` while the last attempt on this endpoint failed for a reason
+    /// that says it cannot serve. A certificate that never verifies keeps
+    /// the breaker closed (retrying cannot help) but shows here.
+    pub(crate) fn is_failing(&self) -> bool {
+        self.failing.load(Ordering::Relaxed)
     }
 
     /// One attempt: breaker permit → pool checkout → `f` → verdict.
@@ -114,6 +125,11 @@ impl RedisEndpoint {
         match f(&mut conn) {
             Ok(value) => {
                 permit.success();
+                // Read first: no store (and no cache-line traffic) on the
+                // common path.
+                if self.failing.load(Ordering::Relaxed) {
+                    self.failing.store(false, Ordering::Relaxed);
+                }
                 Ok(value)
             }
             Err(redis_err) => {
@@ -134,6 +150,14 @@ impl RedisEndpoint {
     fn note(&self, e: &Error) {
         if e.kind() != ErrorKind::CircuitOpen {
             *self.last_error.lock() = Some(e.to_string());
+        }
+        let cannot_serve = e.counts_against_breaker()
+            || matches!(
+                e.kind(),
+                ErrorKind::Tls | ErrorKind::Auth | ErrorKind::Config
+            );
+        if cannot_serve {
+            self.failing.store(true, Ordering::Relaxed);
         }
     }
 }

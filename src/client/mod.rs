@@ -653,13 +653,20 @@ impl Client {
             })
             .collect();
         let active = router.active();
+        let failing = active.is_failing();
         let status = match active.breaker.state() {
-            BreakerState::Closed if !serving_from_memory && !router.failover_active() => {
+            BreakerState::Closed
+                if !serving_from_memory && !router.failover_active() && !failing =>
+            {
                 HealthStatus::Healthy
             }
             BreakerState::Open | BreakerState::ForcedOpen if i.memory.is_none() => {
                 HealthStatus::Unavailable
             }
+            // Closed, but the last attempt could not be served and memory
+            // is not answering either (e.g. a certificate that never
+            // verifies): calls fail.
+            BreakerState::Closed if failing && !serving_from_memory => HealthStatus::Unavailable,
             _ => HealthStatus::Degraded,
         };
         Health {

@@ -132,6 +132,8 @@ fn client_wrong_ca_is_a_tls_error_that_leaves_the_breaker_closed() {
     let last = health.endpoints[0].last_error.clone().unwrap_or_default();
     assert!(last.contains("signed by unknown CA"), "{health}");
     assert!(!health.to_string().contains("s3cret"), "{health}");
+    // The breaker stays closed, yet no call can succeed: not healthy.
+    assert_eq!(health.status, HealthStatus::Unavailable, "{health}");
     // One handshake per call, no retry, never a plaintext byte.
     assert_eq!(relay.first_bytes(), vec![TLS_HANDSHAKE; CALLS]);
 }
@@ -157,6 +159,7 @@ fn client_wrong_ca_is_not_hidden_by_the_fallback() {
     assert_eq!(s.fallback_entries, 0, "{s}");
     assert!(!s.fallback_active, "{s}");
     assert!(!client.health().serving_from_memory);
+    assert_eq!(client.health().status, HealthStatus::Unavailable);
     assert_eq!(client.breaker_state(), Some(BreakerState::Closed));
 }
 
