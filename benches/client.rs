@@ -9,7 +9,8 @@
 //! - ns per `Client::get` answered from the in-memory fallback while the
 //!   breaker is open (a key written during the outage, and a missing key).
 //!
-//! `cargo bench --bench client`. Takes about a minute. No criterion: plain
+//! `cargo bench --bench client`. Takes about a minute; `CLIENT_BENCH=open`
+//! runs only the open-circuit part. No criterion: plain
 //! timing loops, numbers printed.
 
 // A benchmark: a failure is a broken environment, panicking says so.
@@ -59,6 +60,12 @@ fn thread_key() -> String {
 fn main() {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("load average at start: {}", load.trim());
+    // `CLIENT_BENCH=open` runs only the open-circuit part (for profiling it
+    // under callgrind without a server).
+    if std::env::var("CLIENT_BENCH").as_deref() == Ok("open") {
+        open_circuit();
+        return;
+    }
     let server = RedisServer::new();
     let url = server.url();
 
