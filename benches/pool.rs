@@ -11,15 +11,16 @@
 // A benchmark: a failure is a broken environment, panicking says so.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/mod.rs"]
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::hint::black_box;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Barrier};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use resilient_redis::redis::{self, Commands};
+use common::{median, ns_per_op, r2d2_pool, throughput};
+use resilient_redis::redis::Commands;
 use resilient_redis::{Config, Pool};
 use support::RedisServer;
 
@@ -27,61 +28,6 @@ const RUN: Duration = Duration::from_millis(1000);
 /// Rounds; variants run interleaved so that load from elsewhere hits all
 /// of them alike. The median round is printed.
 const ROUNDS: usize = 3;
-
-/// Runs `op` on `threads` threads for `RUN`; returns operations per second.
-fn throughput<S: Send + 'static>(
-    threads: usize,
-    setup: impl Fn() -> S,
-    op: impl Fn(&mut S) + Send + Sync + 'static,
-) -> f64 {
-    let op = Arc::new(op);
-    let stop = Arc::new(AtomicBool::new(false));
-    let total = Arc::new(AtomicU64::new(0));
-    let barrier = Arc::new(Barrier::new(threads + 1));
-    let handles: Vec<_> = (0..threads)
-        .map(|_| {
-            let mut state = setup();
-            let (op, stop, total, barrier) =
-                (op.clone(), stop.clone(), total.clone(), barrier.clone());
-            std::thread::spawn(move || {
-                barrier.wait();
-                let mut n = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    op(&mut state);
-                    n += 1;
-                }
-                total.fetch_add(n, Ordering::Relaxed);
-            })
-        })
-        .collect();
-    barrier.wait();
-    let start = Instant::now();
-    std::thread::sleep(RUN);
-    stop.store(true, Ordering::Relaxed);
-    for h in handles {
-        h.join().unwrap();
-    }
-    total.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
-}
-
-fn ns_per_op(iters: u32, mut f: impl FnMut()) -> f64 {
-    for _ in 0..iters / 10 {
-        f();
-    }
-    let start = Instant::now();
-    for _ in 0..iters {
-        f();
-    }
-    start.elapsed().as_nanos() as f64 / f64::from(iters)
-}
-
-fn r2d2_pool(url: &str, size: u32, test: bool) -> r2d2::Pool<redis::Client> {
-    r2d2::Pool::builder()
-        .max_size(size)
-        .test_on_check_out(test)
-        .build(redis::Client::open(url).unwrap())
-        .unwrap()
-}
 
 fn main() {
     let server = RedisServer::new();
@@ -110,6 +56,7 @@ fn main() {
         for _ in 0..ROUNDS {
             results[0].push(throughput(
                 threads,
+                RUN,
                 || server.connection(),
                 |c| {
                     black_box(c.get::<_, String>("bench:key").unwrap());
@@ -117,6 +64,7 @@ fn main() {
             ));
             results[1].push(throughput(
                 threads,
+                RUN,
                 || ours.clone(),
                 |p| {
                     let mut c = p.get().unwrap();
@@ -126,6 +74,7 @@ fn main() {
             for (slot, pool) in [(2, &r2_test), (3, &r2_plain)] {
                 results[slot].push(throughput(
                     threads,
+                    RUN,
                     || pool.clone(),
                     |p| {
                         let mut c = p.get().unwrap();
@@ -134,10 +83,6 @@ fn main() {
                 ));
             }
         }
-        let median = |v: &mut Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
         let raw = median(&mut results[0]);
         let labels = [
             "raw connection per thread",

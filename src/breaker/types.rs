@@ -86,12 +86,10 @@ impl Rejected {
 
 impl fmt::Display for Rejected {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "circuit breaker is {} (retry after {} ms)",
-            self.state,
-            self.retry_after.as_millis()
-        )
+        // u64 formats faster than the u128 of `as_millis` and never
+        // saturates in practice (585 million years).
+        let ms = u64::try_from(self.retry_after.as_millis()).unwrap_or(u64::MAX);
+        write!(f, "circuit breaker is {} (retry after {ms} ms)", self.state)
     }
 }
 
@@ -102,7 +100,11 @@ impl From<Rejected> for Error {
     /// against the breaker, certainly did not execute, and carries
     /// [`Rejected::retry_after`].
     fn from(r: Rejected) -> Self {
-        Error::new(ErrorKind::CircuitOpen, ErrorClass::Transient, r.to_string())
+        // Every call refused while open builds one of these: size the
+        // message once instead of growing it three times.
+        let mut message = String::with_capacity(64);
+        let _ = fmt::Write::write_fmt(&mut message, format_args!("{r}"));
+        Error::new(ErrorKind::CircuitOpen, ErrorClass::Transient, message)
             .with_counts_against_breaker(false)
             .with_may_have_executed(false)
             .with_retry_after(r.retry_after)

@@ -298,8 +298,14 @@ impl Inner {
 
     /// Redis answered a call: release the fallback and reconcile.
     fn redis_answered(&self) {
-        if let Change::Released { served, duration } = self.outage.redis_answered(self.clock.now())
-        {
+        // Every successful call gets here: read the clock only during an
+        // outage (`Outage::redis_answered` does nothing otherwise).
+        let change = if self.outage.is_engaged() {
+            self.outage.redis_answered(self.clock.now())
+        } else {
+            Change::None
+        };
+        if let Change::Released { served, duration } = change {
             self.listeners.emit(Event::FallbackReleased {
                 served_from_memory: served,
                 duration,

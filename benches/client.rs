@@ -1,0 +1,185 @@
+//! Client benchmark against one local redis-server, side by side in one run
+//! (issue #6):
+//!
+//! - `SET` + `GET` pairs at 1 and 16 threads through one raw
+//!   `redis::Connection` per thread, r2d2 (with its default `PING` on every
+//!   checkout, and with `test_on_check_out(false)`), and
+//!   `resilient_redis::Client` with a pool of 16: ops/s (one command is one
+//!   op) and per-command latency p50/p99/p99.9;
+//! - ns per `Client::get` answered from the in-memory fallback while the
+//!   breaker is open (a key written during the outage, and a missing key).
+//!
+//! `cargo bench --bench client`. Takes about a minute; `CLIENT_BENCH=open`
+//! runs only the open-circuit part. No criterion: plain
+//! timing loops, numbers printed.
+
+// A benchmark: a failure is a broken environment, panicking says so.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "common/mod.rs"]
+mod common;
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use common::{measure, median, ns_per_op, percentile_us, r2d2_pool, Recorder};
+use resilient_redis::redis::{self, Commands};
+use resilient_redis::{BreakerState, Client, Config};
+use support::RedisServer;
+
+const RUN: Duration = Duration::from_millis(1000);
+/// Rounds; variants run interleaved so that load from elsewhere hits all of
+/// them alike. The median round's ops/s is printed; the percentiles are over
+/// the samples of every round.
+const ROUNDS: usize = 5;
+/// A typical small cache value.
+const VALUE: &str = "a cached value of about forty-eight bytes, 0123";
+
+const LABELS: [&str; 4] = [
+    "raw connection per thread",
+    "resilient-redis Client",
+    "r2d2 (PING on checkout)",
+    "r2d2 (no test on checkout)",
+];
+
+/// One `SET` then one `GET` of the thread's key, each timed as one op.
+fn pair<C: redis::ConnectionLike>(c: &mut C, key: &str, rec: &mut Recorder) {
+    rec.time(|| c.set::<_, _, ()>(key, VALUE).unwrap());
+    rec.time(|| c.get::<_, String>(key).unwrap());
+}
+
+/// A key per thread, so the threads do not write one hot key.
+fn thread_key() -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!("bench:client:{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+fn main() {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("load average at start: {}", load.trim());
+    // `CLIENT_BENCH=open` runs only the open-circuit part (for profiling it
+    // under callgrind without a server).
+    if std::env::var("CLIENT_BENCH").as_deref() == Ok("open") {
+        open_circuit();
+        return;
+    }
+    let server = RedisServer::new();
+    let url = server.url();
+
+    for threads in [1usize, 16] {
+        println!(
+            "SET+GET, {threads} thread(s), {ROUNDS} interleaved rounds of {} s:",
+            RUN.as_secs_f64()
+        );
+        let client = Client::new(
+            Config::builder(url.as_str())
+                .max_connections(16)
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+        let r2_test = r2d2_pool(&url, 16, true);
+        let r2_plain = r2d2_pool(&url, 16, false);
+        let mut ops: [Vec<f64>; 4] = Default::default();
+        let mut lat: [Vec<u32>; 4] = Default::default();
+        for round in 0..ROUNDS {
+            // Rotate the order too: the first variant of a round would
+            // otherwise always meet whatever the previous one left behind.
+            for n in 0..LABELS.len() {
+                let i = (round + n) % LABELS.len();
+                let run = match i {
+                    0 => measure(
+                        threads,
+                        RUN,
+                        || (server.connection(), thread_key()),
+                        |(c, k), rec| pair(c, k, rec),
+                    ),
+                    1 => measure(
+                        threads,
+                        RUN,
+                        || (client.clone(), thread_key()),
+                        |(c, k), rec| {
+                            rec.time(|| c.set(&*k, VALUE).unwrap());
+                            rec.time(|| c.get::<_, String>(&*k).unwrap().unwrap());
+                        },
+                    ),
+                    _ => {
+                        let pool = if i == 2 { &r2_test } else { &r2_plain };
+                        measure(
+                            threads,
+                            RUN,
+                            || (pool.clone(), thread_key()),
+                            |(p, k), rec| pair(&mut *p.get().unwrap(), k, rec),
+                        )
+                    }
+                };
+                ops[i].push(run.ops_per_sec);
+                lat[i].extend_from_slice(&run.latencies_ns);
+            }
+        }
+        let raw = median(&mut ops[0].clone());
+        println!(
+            "  {:<27} {:>10} {:>7} {:>8} {:>8} {:>8}",
+            "", "ops/s", "x raw", "p50 µs", "p99 µs", "p99.9 µs"
+        );
+        for i in 0..LABELS.len() {
+            let o = median(&mut ops[i]);
+            lat[i].sort_unstable();
+            println!(
+                "  {:<27} {o:>10.0} {:>6.2}x {:>8.1} {:>8.1} {:>8.1}",
+                LABELS[i],
+                o / raw,
+                percentile_us(&lat[i], 0.50),
+                percentile_us(&lat[i], 0.99),
+                percentile_us(&lat[i], 0.999),
+            );
+        }
+    }
+
+    open_circuit();
+}
+
+/// `Client::get` while the breaker is open: a client pointed at a port
+/// nobody listens on, `failure_threshold(1)` and a long open period, so
+/// the first failed call opens the breaker and every later call is answered
+/// from memory.
+fn open_circuit() {
+    let port = support::free_port();
+    let client = Client::new(
+        Config::builder(format!("redis://127.0.0.1:{port}"))
+            .failure_threshold(1)
+            .open_timeout(Duration::from_secs(3600))
+            .max_retries(0)
+            .connect_timeout(Duration::from_millis(200))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    // Fails to connect, opens the breaker, and lands in memory.
+    client.set("outage:key", VALUE).unwrap();
+    assert_eq!(client.breaker_state(), Some(BreakerState::Open));
+    assert_eq!(
+        client.get::<_, String>("outage:key").unwrap().as_deref(),
+        Some(VALUE)
+    );
+    assert_eq!(client.get::<_, String>("outage:missing").unwrap(), None);
+
+    println!("Client::get served from memory, breaker open (1 thread):");
+    let hit = ns_per_op(1_000_000, || {
+        black_box(client.get::<_, String>(black_box("outage:key")).unwrap());
+    });
+    println!("  key written during the outage  {hit:>8.0} ns/op");
+    let miss = ns_per_op(1_000_000, || {
+        black_box(
+            client
+                .get::<_, String>(black_box("outage:missing"))
+                .unwrap(),
+        );
+    });
+    println!("  missing key                    {miss:>8.0} ns/op");
+    let stats = client.stats();
+    assert!(stats.fallback_active);
+}
