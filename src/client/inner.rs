@@ -2,6 +2,7 @@
 //! retry → router → breaker → pool, the fallback decision, and the
 //! reconciliation of keys written while Redis was unavailable.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -136,13 +137,17 @@ impl Inner {
         }
     }
 
-    /// `prefix + key`, as sent to Redis and stored in memory.
-    pub(crate) fn key(&self, key: &[u8]) -> Vec<u8> {
+    /// `prefix + key`, as sent to Redis and stored in memory; no copy
+    /// when there is no prefix.
+    pub(crate) fn key<'k>(&self, key: &'k [u8]) -> Cow<'k, [u8]> {
         let prefix = self.config.key_prefix.as_bytes();
+        if prefix.is_empty() {
+            return Cow::Borrowed(key);
+        }
         let mut k = Vec::with_capacity(prefix.len() + key.len());
         k.extend_from_slice(prefix);
         k.extend_from_slice(key);
-        k
+        Cow::Owned(k)
     }
 
     /// One cache operation on `keys`: Redis first (retried, routed, guarded

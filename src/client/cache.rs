@@ -1,0 +1,416 @@
+//! The cache API of [`Client`]: keys get the prefix, `set` the default TTL;
+//! while Redis is unavailable the in-memory store answers, and in
+//! write-through mode it is kept warm while Redis is healthy.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use redis::{FromRedisValue, ToRedisArgs, Value};
+
+use super::inner::Write;
+use super::Client;
+use crate::config::FallbackMode;
+use crate::error::{Error, ErrorClass, ErrorKind};
+use crate::fallback::{MemoryStore, SetOutcome};
+use crate::stats::Counters;
+
+/// Largest value accepted: Redis' own limit for a string.
+const MAX_VALUE_BYTES: usize = 512 << 20;
+
+impl Client {
+    /// The value of `key`, or `None` when it does not exist.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Server`] for an error reply (e.g. `WRONGTYPE`),
+    /// [`ErrorKind::UnexpectedReply`] when the value does not convert to
+    /// `V`; availability errors only when the fallback is disabled.
+    pub fn get<K: AsRef<[u8]>, V: FromRedisValue>(&self, key: K) -> Result<Option<V>, Error> {
+        let i = &*self.inner;
+        let key = i.key(key.as_ref());
+        let bytes = i.cache_op(
+            &[&key],
+            Write::None,
+            true,
+            |c| redis::cmd("GET").arg(&key).query::<Option<Vec<u8>>>(c),
+            |m| Ok(m.get(&key).map(|v| v.to_vec())),
+        )?;
+        if self.write_through() {
+            if let Some(m) = &i.memory {
+                match &bytes {
+                    Some(v) => {
+                        let _ = m.set(&key, v, i.config.default_ttl);
+                    }
+                    None => {
+                        m.delete(&key);
+                    }
+                }
+            }
+        }
+        self.count_read(bytes.is_some());
+        bytes.map(|b| decode(b)).transpose()
+    }
+
+    /// Sets `key` to `value`, with the configured default TTL if any.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] when `value` does not encode to exactly
+    /// one Redis argument or is larger than 512 MiB; others as
+    /// [`Client::get`].
+    pub fn set<K: AsRef<[u8]>, V: ToRedisArgs>(&self, key: K, value: V) -> Result<(), Error> {
+        self.store(key.as_ref(), &value, self.inner.config.default_ttl)
+    }
+
+    /// Sets `key` to `value`, expiring after `ttl` (millisecond precision).
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::set`]; a zero `ttl` is [`ErrorKind::InvalidInput`].
+    pub fn set_ex<K: AsRef<[u8]>, V: ToRedisArgs>(
+        &self,
+        key: K,
+        value: V,
+        ttl: Duration,
+    ) -> Result<(), Error> {
+        if ttl_millis(ttl) == 0 {
+            return Err(self.inner.fail(Error::invalid_input(
+                "set_ex: the TTL must be at least 1 ms",
+            )));
+        }
+        self.store(key.as_ref(), &value, Some(ttl))
+    }
+
+    fn store<V: ToRedisArgs>(
+        &self,
+        key: &[u8],
+        value: &V,
+        ttl: Option<Duration>,
+    ) -> Result<(), Error> {
+        let i = &*self.inner;
+        let value = encode(value).map_err(|e| i.fail(e))?;
+        let key = i.key(key);
+        i.cache_op(
+            &[&key],
+            Write::Set,
+            true,
+            |c| {
+                let mut cmd = redis::cmd("SET");
+                cmd.arg(&key).arg(&value);
+                if let Some(ttl) = ttl {
+                    cmd.arg("PX").arg(ttl_millis(ttl));
+                }
+                cmd.query::<()>(c)
+            },
+            |m| memory_set(m, &key, &value, ttl),
+        )?;
+        if self.write_through() {
+            if let Some(m) = &i.memory {
+                // Too large for memory: the old copy is dropped, so no
+                // stale read can follow; Redis holds the value.
+                let _ = m.set(&key, &value, ttl);
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes `key`; `true` when it existed.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::get`].
+    pub fn delete<K: AsRef<[u8]>>(&self, key: K) -> Result<bool, Error> {
+        let i = &*self.inner;
+        let key = i.key(key.as_ref());
+        let removed = i.cache_op(
+            &[&key],
+            Write::Delete,
+            true,
+            |c| redis::cmd("DEL").arg(&key).query::<i64>(c).map(|n| n > 0),
+            |m| Ok(m.delete(&key)),
+        )?;
+        if self.write_through() {
+            if let Some(m) = &i.memory {
+                m.delete(&key);
+            }
+        }
+        Ok(removed)
+    }
+
+    /// `true` when `key` exists.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::get`].
+    pub fn exists<K: AsRef<[u8]>>(&self, key: K) -> Result<bool, Error> {
+        let i = &*self.inner;
+        let key = i.key(key.as_ref());
+        i.cache_op(
+            &[&key],
+            Write::None,
+            true,
+            |c| {
+                redis::cmd("EXISTS")
+                    .arg(&key)
+                    .query::<i64>(c)
+                    .map(|n| n > 0)
+            },
+            |m| Ok(m.exists(&key)),
+        )
+    }
+
+    /// Sets a TTL on `key` (millisecond precision); `true` when the key
+    /// exists.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::get`]; a zero `ttl` is [`ErrorKind::InvalidInput`].
+    pub fn expire<K: AsRef<[u8]>>(&self, key: K, ttl: Duration) -> Result<bool, Error> {
+        let i = &*self.inner;
+        if ttl_millis(ttl) == 0 {
+            return Err(i.fail(Error::invalid_input(
+                "expire: the TTL must be at least 1 ms",
+            )));
+        }
+        let key = i.key(key.as_ref());
+        let set = i.cache_op(
+            &[&key],
+            Write::Set,
+            true,
+            |c| {
+                redis::cmd("PEXPIRE")
+                    .arg(&key)
+                    .arg(ttl_millis(ttl))
+                    .query::<i64>(c)
+                    .map(|n| n > 0)
+            },
+            |m| Ok(m.expire(&key, ttl)),
+        )?;
+        if self.write_through() {
+            if let Some(m) = &i.memory {
+                m.expire(&key, ttl);
+            }
+        }
+        Ok(set)
+    }
+
+    /// Adds `delta` to the integer at `key` (a missing key counts as 0) and
+    /// returns the new value.
+    ///
+    /// Not idempotent: after a failure that may have reached the server
+    /// (a read timeout, a connection dropped mid-reply) it is **not** sent
+    /// again, and the error says so ([`Error::may_have_executed`]).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Server`] when the value is not an integer or would
+    /// overflow; others as [`Client::get`].
+    pub fn incr<K: AsRef<[u8]>>(&self, key: K, delta: i64) -> Result<i64, Error> {
+        let i = &*self.inner;
+        let key = i.key(key.as_ref());
+        let n = i.cache_op(
+            &[&key],
+            Write::Set,
+            false,
+            |c| redis::cmd("INCRBY").arg(&key).arg(delta).query::<i64>(c),
+            |m| m.incr_by(&key, delta),
+        )?;
+        if self.write_through() {
+            if let Some(m) = &i.memory {
+                // Keep the memory copy's TTL: only the number changes.
+                let ttl = m.ttl(&key).flatten();
+                let _ = m.set(&key, n.to_string().as_bytes(), ttl);
+            }
+        }
+        Ok(n)
+    }
+
+    /// The values of `keys`, in order; `None` for each missing key.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::get`].
+    pub fn mget<K: AsRef<[u8]>, V: FromRedisValue>(
+        &self,
+        keys: &[K],
+    ) -> Result<Vec<Option<V>>, Error> {
+        let i = &*self.inner;
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<Cow<[u8]>> = keys.iter().map(|k| i.key(k.as_ref())).collect();
+        let refs: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
+        let values = i.cache_op(
+            &refs,
+            Write::None,
+            true,
+            |c| {
+                let mut cmd = redis::cmd("MGET");
+                for k in &keys {
+                    cmd.arg(k);
+                }
+                cmd.query::<Vec<Option<Vec<u8>>>>(c)
+            },
+            |m| Ok(keys.iter().map(|k| m.get(k).map(|v| v.to_vec())).collect()),
+        )?;
+        if values.len() != keys.len() {
+            return Err(i.fail(Error::new(
+                ErrorKind::UnexpectedReply,
+                ErrorClass::Permanent,
+                format!(
+                    "MGET of {} keys returned {} values",
+                    keys.len(),
+                    values.len()
+                ),
+            )));
+        }
+        if self.write_through() {
+            if let Some(m) = &i.memory {
+                for (k, v) in keys.iter().zip(&values) {
+                    if let Some(v) = v {
+                        let _ = m.set(k, v, i.config.default_ttl);
+                    }
+                }
+            }
+        }
+        values
+            .into_iter()
+            .map(|v| {
+                self.count_read(v.is_some());
+                v.map(decode).transpose()
+            })
+            .collect()
+    }
+
+    /// Sets every `(key, value)` pair, with the default TTL if configured.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::set`].
+    pub fn mset<K: AsRef<[u8]>, V: ToRedisArgs>(&self, pairs: &[(K, V)]) -> Result<(), Error> {
+        let i = &*self.inner;
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        let mut entries = Vec::with_capacity(pairs.len());
+        for (k, v) in pairs {
+            entries.push((i.key(k.as_ref()), encode(v).map_err(|e| i.fail(e))?));
+        }
+        let refs: Vec<&[u8]> = entries.iter().map(|(k, _)| &k[..]).collect();
+        let ttl = i.config.default_ttl;
+        i.cache_op(
+            &refs,
+            Write::Set,
+            true,
+            |c| match ttl {
+                None => {
+                    let mut cmd = redis::cmd("MSET");
+                    for (k, v) in &entries {
+                        cmd.arg(k).arg(v);
+                    }
+                    cmd.query::<()>(c)
+                }
+                // MSET cannot set a TTL: one SET ... PX per key, pipelined.
+                Some(ttl) => {
+                    let mut pipe = redis::pipe();
+                    for (k, v) in &entries {
+                        pipe.cmd("SET")
+                            .arg(k)
+                            .arg(v)
+                            .arg("PX")
+                            .arg(ttl_millis(ttl))
+                            .ignore();
+                    }
+                    pipe.query::<()>(c)
+                }
+            },
+            |m| {
+                entries
+                    .iter()
+                    .try_for_each(|(k, v)| memory_set(m, k, v, ttl))
+            },
+        )?;
+        if self.write_through() {
+            if let Some(m) = &i.memory {
+                for (k, v) in &entries {
+                    let _ = m.set(k, v, ttl);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn write_through(&self) -> bool {
+        self.inner.config.fallback_mode == FallbackMode::WriteThrough
+    }
+
+    fn count_read(&self, hit: bool) {
+        let c = &self.inner.counters;
+        Counters::bump(if hit { &c.hits } else { &c.misses });
+    }
+}
+
+/// `ttl` in whole milliseconds, at least the value's floor.
+fn ttl_millis(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A value as the single Redis argument it encodes to.
+fn encode<V: ToRedisArgs>(value: &V) -> Result<Vec<u8>, Error> {
+    let mut args = value.to_redis_args();
+    if args.len() != 1 {
+        return Err(Error::invalid_input(format!(
+            "a value must encode to exactly one Redis argument, this one encodes to {}",
+            args.len()
+        )));
+    }
+    let bytes = args.pop().unwrap_or_default();
+    if bytes.len() > MAX_VALUE_BYTES {
+        return Err(Error::invalid_input(format!(
+            "value of {} bytes is larger than Redis' limit of {MAX_VALUE_BYTES} bytes",
+            bytes.len()
+        )));
+    }
+    Ok(bytes)
+}
+
+/// Stores a value in memory while Redis is unavailable; a value too large
+/// for the store is an error rather than a write silently lost.
+fn memory_set(
+    m: &MemoryStore,
+    key: &[u8],
+    value: &[u8],
+    ttl: Option<Duration>,
+) -> Result<(), Error> {
+    match m.set(key, value, ttl) {
+        SetOutcome::Stored => Ok(()),
+        SetOutcome::TooLarge => Err(Error::new(
+            ErrorKind::InvalidInput,
+            ErrorClass::Permanent,
+            format!(
+                "redis is unavailable and a value of {} bytes does not fit in the in-memory fallback (largest entry {} bytes)",
+                value.len(),
+                m.max_entry_size()
+            ),
+        )),
+    }
+}
+
+/// Bytes from Redis or memory, converted to the caller's type.
+fn decode<V: FromRedisValue>(bytes: Vec<u8>) -> Result<V, Error> {
+    V::from_redis_value(Value::BulkString(bytes))
+        .map_err(|e| Error::from_redis(redis::RedisError::from(e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_must_be_one_argument() {
+        assert!(encode(&"x").is_ok());
+        assert!(encode(&42).is_ok());
+        let err = encode(&vec!["a", "b"]).err().map(|e| e.kind());
+        assert_eq!(err, Some(ErrorKind::InvalidInput));
+    }
+}
