@@ -6,18 +6,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need_apt=()
-command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
-command -v ss >/dev/null 2>&1 || need_apt+=(iproute2)
-if [ ${#need_apt[@]} -gt 0 ]; then
-  echo "== installing ${need_apt[*]} with apt-get"
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "== installing redis-server with apt-get"
   sudo=""
   if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
   # A fresh machine has no package lists yet.
-  if ! apt-cache policy "${need_apt[0]}" 2>/dev/null | grep -q Candidate; then
+  if ! apt-cache policy redis-server 2>/dev/null | grep -q Candidate; then
     $sudo apt-get update -qq
   fi
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server
 fi
 redis-server --version
 
