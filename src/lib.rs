@@ -10,6 +10,40 @@
 //! and one bounded connection pool per endpoint, and an in-memory fallback
 //! store used while Redis is unavailable.
 //!
+//! ## Usage
+//!
+//! ```
+//! use std::time::Duration;
+//! use resilient_redis::{Client, Config};
+//!
+//! // `Config::from_env()` reads REDIS_URL and friends; with no URL at all
+//! // the client runs on its in-memory store, as here.
+//! let client = Client::new(Config::memory_only().build()?)?;
+//! client.set_ex("session:9", "data", Duration::from_secs(60))?;
+//! let value: Option<String> = client.get("session:9")?;
+//! assert_eq!(value.as_deref(), Some("data"));
+//! println!("{}", client.health());
+//! # Ok::<(), resilient_redis::Error>(())
+//! ```
+//!
+//! The parts are usable on their own too: [`Pool`], [`CircuitBreaker`],
+//! [`Retrier`] with [`RetryPolicy`] and [`RetryBudget`].
+//!
+//! ## Error handling
+//!
+//! Every fallible call returns [`Error`]: [`Error::kind`] says what failed
+//! ([`ErrorKind`]), [`Error::class`] what to do about it (transient,
+//! rate-limited, permanent), [`Error::may_have_executed`] whether a
+//! non-idempotent command may have been applied. Availability failures are
+//! answered from memory when the fallback is on, so callers mostly see
+//! permanent errors: error replies such as `WRONGTYPE`, bad input, bad
+//! credentials, a certificate that does not verify.
+//!
+//! ## Features
+//!
+//! - `tls` (default): `rediss://` through rustls with the ring provider.
+//!   Without it a `rediss://` URL is a configuration error.
+//!
 //! ## Log levels
 //!
 //! The crate logs through [`log`] and never configures a logger.
