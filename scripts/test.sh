@@ -22,6 +22,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets --all-features -- -D warnings
+# The crate must also build, lint clean, without the default `tls` feature.
+cargo clippy --all-targets --no-default-features -- -D warnings
 echo "== cargo test"
 cargo test --all-features
 echo "== cargo doc"
