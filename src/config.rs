@@ -124,6 +124,8 @@ pub struct Config {
     pub(crate) default_ttl: Option<Duration>,
     pub(crate) compression_threshold: usize,
     pub(crate) failover_cooldown: Duration,
+    /// `None`: derived, see [`Config::failover_grace`].
+    pub(crate) failover_grace: Option<Duration>,
     pub(crate) tls: TlsOptions,
 }
 
@@ -159,6 +161,7 @@ impl Default for Config {
             default_ttl: None,
             compression_threshold: 512,
             failover_cooldown: Duration::from_secs(300),
+            failover_grace: None,
             tls: TlsOptions::default(),
         }
     }
@@ -324,6 +327,14 @@ impl Config {
     pub fn failover_cooldown(&self) -> Duration {
         self.failover_cooldown
     }
+
+    /// No switch back to the primary within this long after a switch, so a
+    /// flapping primary cannot make calls flap with it. Unless set, the
+    /// longer of `health_check_interval` and `open_timeout`.
+    pub fn failover_grace(&self) -> Duration {
+        self.failover_grace
+            .unwrap_or(self.health_check_interval.max(self.open_timeout))
+    }
 }
 
 impl fmt::Debug for Config {
@@ -357,6 +368,7 @@ impl fmt::Debug for Config {
             .field("default_ttl", &self.default_ttl)
             .field("compression_threshold", &self.compression_threshold)
             .field("failover_cooldown", &self.failover_cooldown)
+            .field("failover_grace", &self.failover_grace())
             // Paths only: certificate and key contents are never shown.
             .field("tls", &self.tls)
             .finish()
@@ -414,7 +426,8 @@ impl fmt::Display for Config {
         writeln!(f, "key_prefix             = {:?}", self.key_prefix)?;
         writeln!(f, "default_ttl            = {}", opt(self.default_ttl))?;
         writeln!(f, "compression_threshold  = {}", self.compression_threshold)?;
-        write!(f, "failover_cooldown      = {:?}", self.failover_cooldown)
+        writeln!(f, "failover_cooldown      = {:?}", self.failover_cooldown)?;
+        write!(f, "failover_grace         = {:?}", self.failover_grace())
     }
 }
 

@@ -235,7 +235,7 @@ impl Router {
             cooldown: config.failover_cooldown,
             // Long enough that a primary flapping at probe rate cannot make
             // calls switch at that rate.
-            grace: config.health_check_interval.max(config.open_timeout),
+            grace: config.failover_grace(),
             probe_interval: config.health_check_interval,
             quota_blocked: AtomicBool::new(false),
             quota: Mutex::new(Quota::default()),

@@ -399,34 +399,33 @@ fn killed_primary_then_both_down_then_primary_back() {
     assert!(!client.health().serving_from_memory);
 }
 
-#[test]
-fn the_grace_period_bounds_switches_of_a_flapping_primary() {
+/// 60 simulated seconds of a primary that is up and down on alternate
+/// seconds, with calls and a probe every second. Returns the restores.
+fn flapping_restores(grace: Option<Duration>) -> usize {
     let primary = RedisServer::new();
     let secondary = RedisServer::new();
     let proxy = FaultProxy::new(primary.addr());
     let clock = ManualClock::new();
     let (rec, _rx) = Recorder::new();
     let interval = Duration::from_secs(1);
-    // Grace = max(health_check_interval, open_timeout) = 10 s.
-    let config = fast(&proxy.url(), &secondary.url())
+    // Unless set, grace = max(health_check_interval, open_timeout) = 10 s.
+    let mut config = fast(&proxy.url(), &secondary.url())
         .health_check_interval(interval)
         .open_timeout(Duration::from_secs(10))
         .failure_threshold(1)
         .success_threshold(1)
         .max_retries(0)
-        .failover_cooldown(interval)
-        .build()
-        .unwrap();
-    let client = Client::builder(config)
+        .failover_cooldown(interval);
+    if let Some(grace) = grace {
+        config = config.failover_grace(grace);
+    }
+    let client = Client::builder(config.build().unwrap())
         .clock(clock.shared())
         .listener(rec.clone())
         .build()
         .unwrap();
 
-    // 60 s of a primary that is up and down on alternate seconds, calls
-    // every second and a probe every second.
-    let steps = 60;
-    for step in 0..steps {
+    for step in 0..60 {
         proxy.set_mode(if step % 2 == 0 {
             Mode::Reset
         } else {
@@ -441,10 +440,22 @@ fn the_grace_period_bounds_switches_of_a_flapping_primary() {
     let restores = rec.count(is_restored);
     let failovers = rec.count(is_activated);
     assert!(restores >= 1, "the primary was restored at times");
-    // Without the grace period it could switch back every other second.
-    assert!(restores <= 60 / 10 + 1, "{restores} restores in 60 s");
     assert!(failovers <= restores + 1, "{failovers} failovers");
     assert_eq!(client.stats().errors(), 0);
+    restores
+}
+
+#[test]
+fn the_grace_period_bounds_switches_of_a_flapping_primary() {
+    // Without the grace period it could switch back every other second.
+    let restores = flapping_restores(None);
+    assert!(restores <= 60 / 10 + 1, "{restores} restores in 60 s");
+}
+
+#[test]
+fn a_configured_grace_period_bounds_them_further() {
+    let restores = flapping_restores(Some(Duration::from_secs(20)));
+    assert!(restores <= 60 / 20 + 1, "{restores} restores in 60 s");
 }
 
 #[test]

@@ -202,6 +202,13 @@ impl ConfigBuilder {
         self
     }
 
+    /// No switch back to the primary within this long after a switch.
+    /// Defaults to the longer of `health_check_interval` and `open_timeout`.
+    pub fn failover_grace(mut self, v: Duration) -> Self {
+        self.config.failover_grace = Some(v);
+        self
+    }
+
     /// Checks every value and builds the config.
     ///
     /// # Errors
@@ -342,6 +349,11 @@ impl ConfigBuilder {
             c.failover_cooldown,
             &(MIN_DURATION..=MAX_INTERVAL),
         )?;
+        check_optional(
+            labels.failover_grace,
+            c.failover_grace,
+            &(MIN_DURATION..=MAX_INTERVAL),
+        )?;
         Ok(c)
     }
 }
@@ -377,6 +389,7 @@ pub(crate) struct Labels {
     pub default_ttl: &'static str,
     pub compression_threshold: &'static str,
     pub failover_cooldown: &'static str,
+    pub failover_grace: &'static str,
     pub tls_ca_file: &'static str,
     pub tls_cert_file: &'static str,
     pub tls_key_file: &'static str,
@@ -412,6 +425,7 @@ impl Labels {
         default_ttl: "default_ttl",
         compression_threshold: "compression_threshold",
         failover_cooldown: "failover_cooldown",
+        failover_grace: "failover_grace",
         tls_ca_file: "tls_ca_file",
         tls_cert_file: "tls_client_cert",
         tls_key_file: "tls_client_key",

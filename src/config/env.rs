@@ -58,6 +58,10 @@ pub(crate) const VARIABLES: &[(&str, &str)] = &[
         "REDIS_FAILOVER_COOLDOWN",
         "seconds (fractions allowed); default 300",
     ),
+    (
+        "REDIS_FAILOVER_GRACE",
+        "seconds; default the longer of CACHE_HEALTH_CHECK_INTERVAL and REDIS_CIRCUIT_BREAKER_TIMEOUT",
+    ),
     ("CACHE_KEY_PREFIX", "default empty"),
     ("CACHE_DEFAULT_TTL", "seconds, 0 = none; default none"),
     (
@@ -106,6 +110,7 @@ const ENV_LABELS: Labels = Labels {
     default_ttl: "CACHE_DEFAULT_TTL",
     compression_threshold: "REDIS_COMPRESSION_THRESHOLD",
     failover_cooldown: "REDIS_FAILOVER_COOLDOWN",
+    failover_grace: "REDIS_FAILOVER_GRACE",
     tls_ca_file: "REDIS_TLS_CA_FILE",
     tls_cert_file: "REDIS_TLS_CERT_FILE",
     tls_key_file: "REDIS_TLS_KEY_FILE",
@@ -138,6 +143,7 @@ impl Config {
     /// | `REDIS_CIRCUIT_BREAKER_HALF_OPEN_MAX_REQUESTS` | default 3 |
     /// | `REDIS_COMPRESSION_THRESHOLD` | bytes; default 512 |
     /// | `REDIS_FAILOVER_COOLDOWN` | s; default 300 |
+    /// | `REDIS_FAILOVER_GRACE` | s; default the longer of the health check interval and the breaker timeout |
     /// | `CACHE_KEY_PREFIX` | default empty |
     /// | `CACHE_DEFAULT_TTL` | s, `0` = none; default none |
     /// | `CACHE_FALLBACK_MODE` | `disabled`, `on_failure`, `write_through`; default `on_failure` |
@@ -320,6 +326,9 @@ impl Config {
         }
         if let Some(v) = secs(l.failover_cooldown)? {
             b = b.failover_cooldown(v);
+        }
+        if let Some(v) = secs(l.failover_grace)? {
+            b = b.failover_grace(v);
         }
         if let Some(v) = lookup(l.key_prefix).filter(|v| !v.is_empty()) {
             // Not trimmed: a prefix may end in a space on purpose.

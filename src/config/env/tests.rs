@@ -114,6 +114,9 @@ fn every_variable_set_and_malformed() -> Result<(), Error> {
         ("REDIS_FAILOVER_COOLDOWN", "30", |c| {
             c.failover_cooldown() == Duration::from_secs(30)
         }),
+        ("REDIS_FAILOVER_GRACE", "90", |c| {
+            c.failover_grace() == Duration::from_secs(90)
+        }),
         ("CACHE_DEFAULT_TTL", "3600", |c| {
             c.default_ttl() == Some(Duration::from_secs(3600))
         }),
@@ -285,6 +288,7 @@ fn the_table_lists_every_variable_read() {
         l.default_ttl,
         l.compression_threshold,
         l.failover_cooldown,
+        l.failover_grace,
         l.tls_ca_file,
         l.tls_cert_file,
         l.tls_key_file,
