@@ -53,6 +53,11 @@ impl Certs {
             .subject_alt_names
             .push(SanType::IpAddress([127, 0, 0, 1].into()));
         let server = params.signed_by(&server_key, &ca, &ca_key).unwrap();
+        // The same server, with a certificate whose validity ended in 2020.
+        let mut expired = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        expired.not_before = rcgen::date_time_ymd(2019, 1, 1);
+        expired.not_after = rcgen::date_time_ymd(2020, 1, 1);
+        let expired = expired.signed_by(&server_key, &ca, &ca_key).unwrap();
         let client_key = KeyPair::generate().unwrap();
         let client = CertificateParams::new(vec!["client".to_string()])
             .unwrap()
@@ -63,6 +68,7 @@ impl Certs {
             ("other-ca.pem", other.pem()),
             ("server.pem", server.pem()),
             ("server.key", server_key.serialize_pem()),
+            ("expired-server.pem", expired.pem()),
             ("client.pem", client.pem()),
             ("client.key", client_key.serialize_pem()),
         ] {
@@ -97,10 +103,15 @@ fn make_ca(name: &str) -> (rcgen::Certificate, KeyPair) {
 /// A `redis-server` from the shared harness that speaks TLS only (`--port
 /// 0`); its [`RedisServer::port`] is the TLS port.
 fn tls_server(certs: &Certs, require_client_cert: bool) -> RedisServer {
+    tls_server_with_cert(certs, "server.pem", require_client_cert)
+}
+
+/// [`tls_server`] presenting the certificate in `cert_file` (same key).
+fn tls_server_with_cert(certs: &Certs, cert_file: &str, require_client_cert: bool) -> RedisServer {
     let path = |f: &str| certs.path(f).display().to_string();
     RedisServer::builder()
         .args(&["--port", "0", "--tls-port", PORT_PLACEHOLDER])
-        .args(&["--tls-cert-file", &path("server.pem")])
+        .args(&["--tls-cert-file", &path(cert_file)])
         .args(&["--tls-key-file", &path("server.key")])
         .args(&["--tls-ca-cert-file", &path("ca.pem")])
         .args(&[
@@ -282,6 +293,21 @@ fn platform_roots_are_used_by_default_and_do_not_trust_a_private_ca() {
         .unwrap();
     let e = tls_err(connect(&config));
     assert!(e.to_string().contains("unknown CA"), "{e}");
+}
+
+#[test]
+fn an_expired_server_certificate_is_reported() {
+    let certs = Certs::new("expired");
+    let server = tls_server_with_cert(&certs, "expired-server.pem", false);
+    let config = Config::builder(format!("rediss://localhost:{}", server.port()))
+        .tls_ca_file(certs.path("ca.pem"))
+        .build()
+        .unwrap();
+    let e = tls_err(connect(&config));
+    assert_eq!(e.kind(), ErrorKind::Tls, "{e}");
+    assert!(e.to_string().contains("expired"), "{e}");
+    assert!(!e.is_transient(), "{e}");
+    assert!(!e.counts_against_breaker(), "{e}");
 }
 
 #[test]
