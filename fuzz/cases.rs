@@ -192,3 +192,11 @@ pub fn run_breaker(case: &BreakerCase) {
         .collect();
     resilient_redis::fuzz_support::check_breaker_case(&config, case.seed, &ops);
 }
+
+/// Input of the `reply` target: raw bytes, as a server would send them.
+pub fn run_reply(bytes: &[u8]) {
+    if bytes.len() > 64 * 1024 {
+        return;
+    }
+    resilient_redis::fuzz_support::check_reply(bytes);
+}

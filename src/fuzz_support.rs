@@ -69,3 +69,34 @@ pub fn check_config_case(url: &str, env: &[(u8, String)], names: &[&str]) {
 mod breaker_model;
 pub mod fallback;
 pub use breaker_model::{check_breaker_case, BreakerOp};
+
+/// Feeds `reply` (raw bytes as a server would send them) to the RESP
+/// parser and every error it yields to the classifier. Panics if anything
+/// panics, or if a message grows without bound (replies are echoed only
+/// truncated).
+pub fn check_reply(reply: &[u8]) {
+    let value = match redis::parse_redis_value(reply) {
+        Ok(value) => value,
+        Err(e) => {
+            // Malformed, or cut short (the stream ended: a dropped connection).
+            let e = crate::Error::from_redis(e);
+            assert!(
+                matches!(e.kind(), ErrorKind::UnexpectedReply | ErrorKind::Connection),
+                "{e:?}"
+            );
+            return;
+        }
+    };
+    if let Err(e) = value.extract_error() {
+        let e = crate::Error::from_redis(e);
+        let text = e.to_string();
+        // The server's text is cut at 200 bytes; the rest is this layer's.
+        assert!(text.len() < 400, "{} bytes: {text:?}", text.len());
+        if e.is_rate_limited() {
+            assert!(!e.counts_against_breaker());
+        }
+    }
+    if let Ok(text) = std::str::from_utf8(reply) {
+        let _ = crate::error::parse_rate_limit(text);
+    }
+}

@@ -50,3 +50,18 @@ fn breaker_regressions() {
     let ran = replay("breaker", cases::run_breaker);
     assert!(ran >= 1, "no breaker regression inputs found");
 }
+
+#[test]
+fn reply_regressions() {
+    // Raw bytes: no Arbitrary decoding, the file is the reply.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions/reply");
+    let mut ran = 0;
+    for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        cases::run_reply(&std::fs::read(entry.path()).unwrap_or_default());
+        ran += 1;
+    }
+    assert!(
+        ran >= 3,
+        "expected the committed reply seed inputs, ran {ran}"
+    );
+}
