@@ -54,7 +54,9 @@ pub fn run_config(case: &ConfigCase) {
 }
 
 /// One operation of the `fallback` target; mirrors
-/// `resilient_redis::fuzz_support::fallback::FallbackOp`.
+/// `resilient_redis::fuzz_support::fallback::FallbackOp`. The mirror exists
+/// so that the library does not depend on `arbitrary`: only this crate and
+/// the stable regression test derive it.
 #[derive(Arbitrary, Debug)]
 pub enum FallbackOpCase {
     Get(u8),
