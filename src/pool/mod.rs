@@ -145,13 +145,17 @@ impl Pool {
         self.checkout(deadline, false)
     }
 
-    /// A connection, waiting at most `timeout`.
+    /// A connection, waiting at most `timeout` (any `Duration`: one too
+    /// long for an `Instant` waits until the last one).
     ///
     /// # Errors
     ///
     /// As [`Pool::get`].
     pub fn get_timeout(&self, timeout: Duration) -> Result<PooledConnection, Error> {
-        self.get_deadline(self.shared.clock.now() + timeout)
+        self.get_deadline(crate::clock::saturating_add(
+            self.shared.clock.now(),
+            timeout,
+        ))
     }
 
     /// A connection, waiting until `deadline` at most (an instant of the
