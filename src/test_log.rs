@@ -7,8 +7,12 @@
 use std::cell::RefCell;
 use std::sync::Once;
 
+/// Called for each record this thread logs, as it is logged.
+type Hook = Box<dyn Fn(&log::Record<'_>)>;
+
 thread_local! {
     static LINES: RefCell<Vec<(log::Level, String, String)>> = const { RefCell::new(Vec::new()) };
+    static HOOK: RefCell<Option<Hook>> = const { RefCell::new(None) };
 }
 
 struct Capture;
@@ -18,15 +22,21 @@ impl log::Log for Capture {
         true
     }
     fn log(&self, r: &log::Record<'_>) {
+        HOOK.with(|h| {
+            if let Some(hook) = h.borrow().as_ref() {
+                hook(r);
+            }
+        });
         let line = (r.level(), r.target().to_string(), r.args().to_string());
         LINES.with(|l| l.borrow_mut().push(line));
     }
     fn flush(&self) {}
 }
 
-/// Installs the collector (once per process) and forgets what this thread
-/// logged so far.
+/// Installs the collector (once per process), forgets what this thread
+/// logged so far and removes its hook.
 pub(crate) fn start() {
+    HOOK.with(|h| h.borrow_mut().take());
     static INIT: Once = Once::new();
     INIT.call_once(|| {
         // Nothing else in the unit tests installs a logger.
@@ -46,4 +56,10 @@ pub(crate) fn take(prefix: &str) -> Vec<(log::Level, String)> {
             .map(|(level, _, message)| (level, message))
             .collect()
     })
+}
+
+/// Runs `hook` on each record this thread logs from now on, at the moment
+/// it is logged (to see what the logging code holds at that moment).
+pub(crate) fn on_log(hook: impl Fn(&log::Record<'_>) + 'static) {
+    HOOK.with(|h| *h.borrow_mut() = Some(Box::new(hook)));
 }
