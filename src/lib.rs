@@ -70,6 +70,11 @@ mod clock;
 mod config;
 mod error;
 mod events;
+// Part of the store's and journal's surface (statistics, purge, the journal
+// lookups, `reconcile_action`) is used only by the reference model in
+// `fuzz_support` and by the benches: without the `test-support` feature it
+// is unused. Dead code is still caught by the all-features clippy run.
+#[cfg_attr(not(feature = "test-support"), allow(dead_code, unused_imports))]
 mod fallback;
 mod jitter;
 mod pool;
@@ -81,8 +86,12 @@ mod tls;
 #[cfg(test)]
 mod test_log;
 
+// Test and fuzz helpers, only with the (non-default, non-API) feature
+// `test-support`: see Cargo.toml.
+#[cfg(feature = "test-support")]
 #[doc(hidden)]
 pub mod fuzz_support;
+#[cfg(feature = "test-support")]
 #[doc(hidden)]
 pub mod test_support;
 

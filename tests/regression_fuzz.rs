@@ -1,8 +1,11 @@
-//! Replays every input committed under `fuzz/regressions/<target>/` through
+//! Replays every input committed under `tests/fuzz_regressions/<target>/` through
 //! the same check the fuzz target runs, on stable Rust, so CI guards against
 //! regressions without nightly or libFuzzer.
 
-#[path = "../fuzz/cases.rs"]
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "support/fuzz_cases.rs"]
 mod cases;
 
 use std::path::Path;
@@ -13,7 +16,7 @@ use arbitrary::{Arbitrary, Unstructured};
 /// A directory or file that cannot be read fails the test.
 fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz/regressions")
+        .join("tests/fuzz_regressions")
         .join(target);
     let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
     let mut inputs: Vec<(String, Vec<u8>)> = entries
@@ -32,7 +35,7 @@ fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
     inputs
 }
 
-/// Decodes each file in `fuzz/regressions/<target>` as libFuzzer would and
+/// Decodes each file in `tests/fuzz_regressions/<target>` as libFuzzer would and
 /// runs `check` on it. An input that does not decode is one libFuzzer would
 /// skip, and one that decodes to an empty scenario (`exercises` is false:
 /// the encoding of `arbitrary` changed under it) checks next to nothing:

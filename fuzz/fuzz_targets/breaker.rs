@@ -3,7 +3,7 @@
 //! compared after every step.
 #![no_main]
 
-#[path = "../cases.rs"]
+#[path = "../../tests/support/fuzz_cases.rs"]
 mod cases;
 
 use libfuzzer_sys::fuzz_target;

@@ -2,7 +2,7 @@
 //! return `Ok` or a `Config` error, never panic, and never echo a password.
 #![no_main]
 
-#[path = "../cases.rs"]
+#[path = "../../tests/support/fuzz_cases.rs"]
 mod cases;
 
 use libfuzzer_sys::fuzz_target;

@@ -3,7 +3,7 @@
 //! model does not hold, no key lost without an eviction, bounds kept.
 #![no_main]
 
-#[path = "../cases.rs"]
+#[path = "../../tests/support/fuzz_cases.rs"]
 mod cases;
 
 use libfuzzer_sys::fuzz_target;

@@ -5,7 +5,7 @@
 //! not panic and must stay within its maximum.
 #![no_main]
 
-#[path = "../cases.rs"]
+#[path = "../../tests/support/fuzz_cases.rs"]
 mod cases;
 
 use libfuzzer_sys::fuzz_target;

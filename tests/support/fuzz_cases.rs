@@ -1,5 +1,9 @@
-//! Fuzz inputs, shared by the fuzz targets and by `tests/regression_fuzz.rs`
-//! (which decodes committed crash inputs the same way libFuzzer does).
+//! Fuzz inputs, shared by the fuzz targets in `fuzz/` (which include this
+//! file by path) and by `tests/regression_fuzz.rs` (which decodes the
+//! inputs committed under `tests/fuzz_regressions/` the same way libFuzzer
+//! does). It lives here, not in `fuzz/`, so that the published crate's
+//! tests compile: `cargo package` leaves out `fuzz/`. Not declared in
+//! `support/mod.rs`: it needs `arbitrary` and the `test-support` feature.
 #![allow(dead_code)] // each includer uses only some cases
 
 use arbitrary::Arbitrary;
