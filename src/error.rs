@@ -203,7 +203,11 @@ impl Error {
             .with_counts_against_breaker(c.counts_against_breaker)
             .with_may_have_executed(!refused);
         if let Some(limit) = c.rate_limit {
-            e.inner.retry_after = limit.reset_after;
+            // The caller may add it to an Instant: bounded like the
+            // router's cooldown (the raw hint stays in `rate_limit`).
+            e.inner.retry_after = limit
+                .reset_after
+                .map(|d| d.min(crate::router::MAX_COOLDOWN));
             e.inner.rate_limit = Some(limit);
         }
         e.with_source(err)
@@ -241,7 +245,9 @@ impl Error {
     }
 
     /// For [`ErrorKind::CircuitOpen`], how long until the breaker lets a
-    /// probe through; for a rate-limit reply, the reset hint if it had one.
+    /// probe through; for a rate-limit reply, the reset hint if it had one,
+    /// at most 24 hours (the server's own number is in
+    /// [`Error::rate_limit`]).
     pub fn retry_after(&self) -> Option<Duration> {
         self.inner.retry_after
     }
