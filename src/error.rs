@@ -41,6 +41,14 @@ pub enum ErrorKind {
     InvalidInput,
     /// The reply could not be parsed or converted to the requested type.
     UnexpectedReply,
+    /// A write was refused, not sent: it could only have gone to the
+    /// in-memory fallback or the secondary, and the journal that keeps later
+    /// reads from returning older values was full. Nothing was written.
+    JournalFull,
+    /// The command could not be sent where the client would have had to
+    /// send it without breaking a guarantee (e.g. a command whose keys the
+    /// client cannot tell, during failover). Nothing was sent.
+    Unsupported,
 }
 
 impl ErrorKind {
@@ -58,6 +66,8 @@ impl ErrorKind {
             ErrorKind::Tls => "tls",
             ErrorKind::InvalidInput => "invalid_input",
             ErrorKind::UnexpectedReply => "unexpected_reply",
+            ErrorKind::JournalFull => "journal_full",
+            ErrorKind::Unsupported => "unsupported",
         }
     }
 }
