@@ -159,8 +159,12 @@ impl World {
                 })
                 .collect();
             match args.first().map(Vec::as_slice) {
-                Some(b"DEL") => args[1..].iter().for_each(|k| drop(store.remove(k))),
-                Some(b"SET") => drop(store.insert(args[1].clone(), parse(&args[2]))),
+                Some(b"DEL") => args[1..].iter().for_each(|k| {
+                    store.remove(k);
+                }),
+                Some(b"SET") => {
+                    store.insert(args[1].clone(), parse(&args[2]));
+                }
                 other => panic!("unexpected command {other:?}"),
             }
         }
@@ -198,7 +202,7 @@ impl World {
                 let r = self
                     .cons
                     .write_to_memory(&keys, JournalOp::Set, &self.memory, |m| {
-                        m.set(&k, value.as_bytes(), None);
+                        let _ = m.set(&k, value.as_bytes(), None);
                         Ok(())
                     });
                 self.complete(f, None, r.is_ok());
@@ -354,12 +358,14 @@ impl World {
             None => {
                 // As `Inner::reconcile`: the active endpoint, and the
                 // secondary once calls have left it.
-                let role =
-                    if self.active == Role::Primary && self.has_secondary && self.step % 2 == 0 {
-                        Role::Secondary
-                    } else {
-                        self.active
-                    };
+                let role = if self.active == Role::Primary
+                    && self.has_secondary
+                    && self.step.is_multiple_of(2)
+                {
+                    Role::Secondary
+                } else {
+                    self.active
+                };
                 let active = role == self.active;
                 if let Some(batch) = self
                     .cons
@@ -393,7 +399,9 @@ impl World {
             }
             Ev::Restore => self.active = Role::Primary,
             Ev::Failover => {}
-            Ev::Evict(k) => drop(self.memory.delete(&key(k))),
+            Ev::Evict(k) => {
+                self.memory.delete(&key(k));
+            }
         }
     }
 
