@@ -449,9 +449,24 @@ impl Inner {
                 break;
             };
             let (n, j) = (batch.len(), batch.journaled());
-            let sent = endpoint.call(None, &mut |c, _| {
+            let mut send = |c: &mut PooledConnection, role: Role| {
+                if role != batch.role {
+                    return Err(Error::new(
+                        ErrorKind::Unsupported,
+                        ErrorClass::Permanent,
+                        "calls switched endpoints: the batch is planned again",
+                    ));
+                }
                 batch.pipeline.query::<()>(c).map_err(Error::from_redis)
-            });
+            };
+            // To the active endpoint through the router, so that a quota
+            // cooldown keeps it away (and its end lets it probe) as it does
+            // callers; to a secondary calls have left, directly.
+            let sent = if active {
+                router.call(true, None, &mut send).0.map(|((), _)| ())
+            } else {
+                endpoint.call(None, &mut send)
+            };
             match sent {
                 Ok(()) => {
                     self.consistency.reconciled(batch, epoch, memory);
