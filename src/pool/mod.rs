@@ -43,6 +43,7 @@ mod maintenance;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use self::connect::handshake_replies;
 use self::connect::{breaks_connection, RedisManager};
 use self::core::{Entry, Settings, Shared};
 use self::maintenance::Maintenance;
