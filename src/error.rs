@@ -23,6 +23,8 @@ pub enum ErrorKind {
     /// A socket read, write or connect did not finish in time.
     Timeout,
     /// No pooled connection became available before the checkout deadline.
+    /// Transient (served from memory when the fallback is on) but not
+    /// retried: the pool is overloaded by its own callers.
     PoolTimeout,
     /// The circuit breaker is open: the call was rejected without touching
     /// the network. [`Error::retry_after`] says when the next probe is due.

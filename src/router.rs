@@ -104,11 +104,9 @@ impl RedisEndpoint {
         f: &mut dyn FnMut(&mut PooledConnection, Role) -> Result<T, Error>,
     ) -> Result<T, Error> {
         let permit = self.breaker.try_acquire().map_err(Error::from)?;
-        let checkout = match deadline {
-            Some(d) => self.pool.get_deadline(d),
-            None => self.pool.get(),
-        };
-        let mut conn = match checkout {
+        // The call deadline shortens the checkout and caps the socket
+        // timeouts of this attempt, so it bounds the I/O too.
+        let mut conn = match self.pool.get_for_call(deadline) {
             Ok(conn) => conn,
             Err(e) => {
                 if e.counts_against_breaker() {

@@ -33,6 +33,16 @@ use crate::stats::{EndpointStats, Stats};
 /// is classified and recorded } → when Redis is unavailable and the
 /// fallback is on, the in-memory store answers.
 ///
+/// # How long a call can take
+///
+/// Every call returns within [`Config::call_bound`], which is computed from
+/// the configuration (checkout, socket and call timeouts, retries and
+/// backoff, failover to the secondary); with
+/// [`call_timeout`](Config::call_timeout) set, within about that. A pipeline
+/// to a silent server costs one socket timeout, not one per command; a pool
+/// that stays exhausted for a whole checkout timeout fails the call with
+/// [`ErrorKind::PoolTimeout`] without retrying (it is overloaded).
+///
 /// # About threads and cloning
 ///
 /// `Client` is `Clone + Send + Sync`: an `Arc` inside, so a clone is cheap
