@@ -254,9 +254,41 @@ fn run(client: &Client, call: &Call) -> Result<Reply, history::Failure> {
     r.map_err(|e| history::Failure::from(&e))
 }
 
-/// The fault schedule: a random fault every 0.3–1.5 s until `until`, then
-/// everything healed (pass-through, primary running). The sleeps here are
-/// the workload (how long a fault lasts), not synchronisation.
+/// The faults the schedule draws from.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    PassThrough,
+    Reset,
+    Refuse,
+    Blackhole,
+    CutAfterRequest,
+    Latency,
+    /// Rate limit, then pass-through long enough for the prober to restore.
+    Quota,
+    /// SIGKILL the primary, restart it on the same port (AOF).
+    Kill,
+    /// Single cuts and resets, too few to open the breaker.
+    Sporadic,
+}
+
+/// Every fault once, and pass-through twice, per deck.
+const DECK: [Fault; 10] = [
+    Fault::PassThrough,
+    Fault::PassThrough,
+    Fault::Reset,
+    Fault::Refuse,
+    Fault::Blackhole,
+    Fault::CutAfterRequest,
+    Fault::Latency,
+    Fault::Quota,
+    Fault::Kill,
+    Fault::Sporadic,
+];
+
+/// The fault schedule: faults from shuffled decks (so a short run still
+/// sees every kind), each held 0.3–1.5 s, until `until`; then everything
+/// healed (pass-through, primary running). The sleeps here are the
+/// workload (how long a fault lasts), not synchronisation.
 fn faults(
     proxy: &FaultProxy,
     primary: &mut RedisServer,
@@ -267,27 +299,31 @@ fn faults(
     let mut rng = Rng::new(seed ^ 0xFA17);
     let mut notes = Vec::new();
     let hold = |d: Duration| thread::sleep(d.min(until.saturating_duration_since(Instant::now())));
+    let mut deck: Vec<Fault> = Vec::new();
     while Instant::now() < until {
+        if deck.is_empty() {
+            deck = DECK.to_vec();
+            for i in (1..deck.len()).rev() {
+                deck.swap(i, rng.range(0, i as u64 + 1) as usize);
+            }
+        }
+        let fault = deck.pop().unwrap();
         let d = rng.ms(300, 1500);
-        let (mode, label) = match rng.range(0, 100) {
-            0..=29 => (Mode::PassThrough, "pass_through"),
-            30..=38 => (Mode::Reset, "reset"),
-            39..=47 => (Mode::Refuse, "refuse"),
-            48..=56 => (Mode::Blackhole, "blackhole"),
-            57..=65 => (Mode::CutAfterRequest, "cut_after_request"),
-            66..=74 => (Mode::Latency(rng.ms(20, 300)), "latency"),
-            75..=86 => (Mode::QuotaExceeded, "quota_exceeded"),
-            87..=93 => {
-                // Sporadic single failures, too few to open the breaker: a
-                // reply lost after the command ran, or a request reset
+        let mut note = |label: &str, text: String| notes.push(Note::new(t0.elapsed(), label, text));
+        let mode = match fault {
+            Fault::PassThrough => Mode::PassThrough,
+            Fault::Reset => Mode::Reset,
+            Fault::Refuse => Mode::Refuse,
+            Fault::Blackhole => Mode::Blackhole,
+            Fault::CutAfterRequest => Mode::CutAfterRequest,
+            Fault::Latency => Mode::Latency(rng.ms(20, 300)),
+            Fault::Quota => Mode::QuotaExceeded,
+            Fault::Sporadic => {
+                // A reply lost after the command ran, or a request reset
                 // before it was forwarded (an idle connection killed by a
-                // load balancer).
+                // load balancer): single failures the breaker tolerates.
                 proxy.set_mode(Mode::PassThrough);
-                notes.push(Note::new(
-                    t0.elapsed(),
-                    "sporadic",
-                    format!("sporadic cuts and resets for {d:?}"),
-                ));
+                note("sporadic", format!("sporadic cuts and resets for {d:?}"));
                 let end = Instant::now() + d;
                 while Instant::now() < end.min(until) {
                     if rng.range(0, 2) == 0 {
@@ -299,36 +335,25 @@ fn faults(
                 }
                 continue;
             }
-            _ => {
+            Fault::Kill => {
                 proxy.set_mode(Mode::PassThrough);
                 primary.stop();
-                notes.push(Note::new(t0.elapsed(), "kill_restart", "primary SIGKILLed"));
+                note("kill_restart", format!("primary SIGKILLed for {d:?}"));
                 hold(d);
                 primary.start();
-                notes.push(Note::new(
-                    t0.elapsed(),
-                    "restarted",
-                    "primary restarted (AOF)",
-                ));
+                note("restarted", "primary restarted (AOF)".into());
                 continue;
             }
         };
         proxy.set_mode(mode);
-        notes.push(Note::new(
-            t0.elapsed(),
-            label,
-            format!("proxy {mode:?} for {d:?}"),
-        ));
+        let label = format!("{fault:?}").to_lowercase();
+        note(&label, format!("proxy {mode:?} for {d:?}"));
         hold(d);
-        if mode == Mode::QuotaExceeded {
+        if let Fault::Quota = fault {
             // Quota back: long enough for cooldown, grace and good probes,
             // so the prober restores the primary.
             proxy.set_mode(Mode::PassThrough);
-            notes.push(Note::new(
-                t0.elapsed(),
-                "pass_through",
-                "proxy PassThrough (quota reset)",
-            ));
+            note("passthrough", "proxy PassThrough (quota reset)".into());
             hold(ms(1500));
         }
     }
@@ -336,7 +361,7 @@ fn faults(
     notes.push(Note::new(
         t0.elapsed(),
         "healed",
-        "proxy PassThrough, primary running",
+        "proxy PassThrough, primary running".to_string(),
     ));
     notes
 }
@@ -384,7 +409,9 @@ fn run_variant(name: &str, mode: FallbackMode, reconcile: Reconcile) {
         .unwrap();
     let until = t0 + duration;
     println!(
-        "guarantees[{name}]: seed {seed:#x}, {duration:?}, {THREADS} threads, call bound {bound:?}"
+        "guarantees[{name}]: GUARANTEES_SEED={:#x} (variant seed {seed:#x}), {duration:?}, \
+         {THREADS} threads, call bound {bound:?}",
+        settings().1
     );
 
     let (ops, fault_notes) = thread::scope(|s| {
