@@ -103,7 +103,8 @@ struct KeyState {
     /// (write-through: then Redis' order is unknown and the copy is dropped).
     in_flight: u32,
     contended: bool,
-    /// Replays (`SET` of the memory value) planned and not yet checked off.
+    /// Reconciler commands (a replay `SET` or a `DEL`) planned and not yet
+    /// checked off: one may still land.
     replaying: u32,
     /// Bumped when a write overlapped a replay: the replay may have landed
     /// after it, so the endpoint is marked stale and the replay must not
@@ -367,6 +368,19 @@ impl Consistency {
                     None => continue,
                 }
             };
+            if access == Access::Modify && entry.replaying > 0 {
+                // A reconciler `DEL` or replay in flight may land after
+                // this command: fine for a value (a miss), wrong for `INCR`
+                // (a count restarted). Not sent; retried after a backoff.
+                drop(shard);
+                self.undo_in_flight(keys, &ticket);
+                return Err(Error::new(
+                    ErrorKind::Connection,
+                    ErrorClass::Transient,
+                    "not sent: the key is being reconciled with redis; retried",
+                )
+                .with_counts_against_breaker(false));
+            }
             let journaled = entry.memory.is_some() && access == Access::Modify;
             let stale = access != Access::Overwrite && entry.stale_on(role, epoch);
             if journaled {
@@ -644,20 +658,19 @@ impl Consistency {
                     }
                     Role::Secondary => entry.stale_on(role, epoch),
                 };
-                if !journaled && !stale {
+                // A write in flight may land before the reconciler's
+                // command: a `DEL` would restart an `INCR`'s count, a replay
+                // would overwrite a newer value. Left for the next pass.
+                if (!journaled && !stale) || entry.in_flight > 0 {
                     continue;
                 }
-                // A write in flight may land before the replay of the older
-                // memory value: only a delete is safe to race with it.
-                let replayed = if journaled && entry.in_flight == 0 {
+                let replayed = if journaled {
                     self.push_reconcile(&mut pipeline, key, entry.memory, memory)
                 } else {
                     pipeline.cmd("DEL").arg(&key[..]).ignore();
                     false
                 };
-                if replayed {
-                    entry.replaying += 1;
-                }
+                entry.replaying += 1;
                 planned.push(Planned {
                     key: key.clone(),
                     memory_writes: entry.memory_writes,
@@ -679,10 +692,13 @@ impl Consistency {
     /// its keys stay as they are, but their replays are no longer pending.
     /// A replay that may have landed leaves the endpoint marked stale.
     pub(crate) fn abandon(&self, batch: Batch) {
-        for p in batch.planned.into_iter().filter(|p| p.replayed) {
+        for p in batch.planned {
             let mut shard = self.shards[self.shard_of(&p.key)].lock();
             if let Some(entry) = shard.get_mut(&p.key[..]) {
                 entry.replaying = entry.replaying.saturating_sub(1);
+                if !p.replayed {
+                    continue;
+                }
                 match batch.role {
                     Role::Primary => entry.stale_primary = true,
                     Role::Secondary => entry.stale_secondary = true,
@@ -700,9 +716,7 @@ impl Consistency {
             let Some(entry) = shard.get_mut(&p.key[..]) else {
                 continue;
             };
-            if p.replayed {
-                entry.replaying = entry.replaying.saturating_sub(1);
-            }
+            entry.replaying = entry.replaying.saturating_sub(1);
             if entry.memory_writes != p.memory_writes
                 || entry.secondary_writes != p.secondary_writes
                 || entry.conflicts != p.conflicts

@@ -37,20 +37,9 @@ const COUNTERS_PER_THREAD: usize = 2;
 const DEFAULT_SECONDS: u64 = 20;
 const DEFAULT_SEED: u64 = 0x11_0003;
 
-/// The longest one call may take: THE place to switch to
-/// `config.call_bound()` once it is merged (issue #11).
-///
-/// PROVISIONAL: computed from the config as `checkout_timeout +
-/// (max_retries + 1) × (2 × socket_timeout + connect_timeout +
-/// retry_max_delay)`: each attempt may connect, write and read, then back
-/// off; a call timeout, when set, caps it.
+/// The longest one call may take: the documented bound.
 fn call_bound(config: &Config) -> Duration {
-    let attempt = 2 * config.socket_timeout() + config.connect_timeout() + config.retry_max_delay();
-    let bound = config.checkout_timeout() + attempt * (config.max_retries() + 1);
-    match config.call_timeout() {
-        Some(t) => bound.min(t),
-        None => bound,
-    }
+    config.call_bound()
 }
 
 /// The test's parameters, from the environment.

@@ -260,9 +260,12 @@ impl World {
                 self.threads[t] = Some(f);
             }
             // Refused: nothing sent, the caller sees the error.
+            Err(e) if e.kind() == ErrorKind::JournalFull => self.complete(&f, None, false),
+            // The key is being reconciled: not sent; the client's retries
+            // end in the memory fallback at worst.
             Err(e) => {
-                assert_eq!(e.kind(), ErrorKind::JournalFull);
-                self.complete(&f, None, false);
+                assert!(e.is_transient() && !e.may_have_executed(), "{e}");
+                self.fallback(&f);
             }
         }
     }
