@@ -53,6 +53,11 @@ impl Clock for SystemClock {
 /// holding a clone sees it. [`Clock::sleep`] advances the clock by the
 /// requested duration and returns at once.
 ///
+/// Time saturates [`ManualClock::MAX_ELAPSED`] after the clock's start:
+/// advancing further (even by [`Duration::MAX`]) stops there instead of
+/// panicking, and the crate's timers, whose durations are all bounded by
+/// the configuration limits, can still add to that instant.
+///
 /// # Examples
 ///
 /// ```
@@ -73,6 +78,11 @@ pub struct ManualClock {
 }
 
 impl ManualClock {
+    /// How far a manual clock can be advanced: 100 years (of 365 days).
+    /// Every `Instant` the platforms Rust supports can represent its start
+    /// plus this plus the longest duration a configuration allows.
+    pub const MAX_ELAPSED: Duration = Duration::from_secs(100 * 365 * 86_400);
+
     /// A manual clock that starts at the current instant and stands still.
     pub fn new() -> Self {
         ManualClock {
@@ -81,10 +91,11 @@ impl ManualClock {
         }
     }
 
-    /// Moves time forward by `by`.
+    /// Moves time forward by `by`, up to [`ManualClock::MAX_ELAPSED`] after
+    /// the clock's start (never panics, whatever `by` is).
     pub fn advance(&self, by: Duration) {
         let mut offset = self.offset.lock();
-        *offset = offset.saturating_add(by);
+        *offset = offset.saturating_add(by).min(Self::MAX_ELAPSED);
     }
 
     /// How far this clock has been advanced since it was created.
@@ -107,12 +118,33 @@ impl Default for ManualClock {
 
 impl Clock for ManualClock {
     fn now(&self) -> Instant {
-        self.start + *self.offset.lock()
+        saturating_add(self.start, *self.offset.lock())
     }
 
     fn sleep(&self, duration: Duration) {
         self.advance(duration);
     }
+}
+
+/// `now + by`, or the latest instant after `now` that an [`Instant`] can
+/// represent when `now + by` cannot be (the bound is platform-specific, so
+/// it is found by bisection; that only happens for absurd durations).
+/// Never panics.
+pub(crate) fn saturating_add(now: Instant, by: Duration) -> Instant {
+    if let Some(t) = now.checked_add(by) {
+        return t;
+    }
+    // Invariant: `now + ok` is representable, `now + too_far` is not.
+    let (mut ok, mut too_far) = (Duration::ZERO, by);
+    while too_far.saturating_sub(ok) > Duration::from_nanos(1) {
+        let mid = ok.saturating_add(too_far.saturating_sub(ok) / 2);
+        if now.checked_add(mid).is_some() {
+            ok = mid;
+        } else {
+            too_far = mid;
+        }
+    }
+    now.checked_add(ok).unwrap_or(now)
 }
 
 #[cfg(test)]
@@ -137,6 +169,38 @@ mod tests {
         assert_eq!(shared.now() - t0, Duration::from_secs(10));
         shared.sleep(Duration::from_secs(1));
         assert_eq!(clock.elapsed(), Duration::from_secs(11));
+    }
+
+    #[test]
+    fn manual_clock_saturates_instead_of_panicking() {
+        let clock = ManualClock::new();
+        let t0 = clock.now();
+        clock.advance(Duration::MAX);
+        clock.advance(Duration::MAX);
+        assert_eq!(clock.elapsed(), ManualClock::MAX_ELAPSED);
+        assert_eq!(clock.now() - t0, ManualClock::MAX_ELAPSED);
+        clock.sleep(Duration::MAX);
+        assert_eq!(clock.now() - t0, ManualClock::MAX_ELAPSED);
+        // The crate's longest configurable duration still fits after it.
+        assert!(clock
+            .now()
+            .checked_add(Duration::from_secs(10 * 365 * 86_400))
+            .is_some());
+    }
+
+    #[test]
+    fn saturating_add_stops_at_the_last_representable_instant() {
+        let now = Instant::now();
+        assert_eq!(
+            saturating_add(now, Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
+        let end = saturating_add(now, Duration::MAX);
+        assert!(end > now);
+        // Nothing, not even a nanosecond, fits after it.
+        assert_eq!(end.checked_add(Duration::from_nanos(1)), None);
+        assert_eq!(saturating_add(end, Duration::MAX), end);
+        assert_eq!(saturating_add(end, Duration::ZERO), end);
     }
 
     #[test]

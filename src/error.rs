@@ -585,8 +585,11 @@ pub(crate) fn parse_rate_limit(text: &str) -> Option<RateLimit> {
     if !RATE_LIMIT_PHRASES.iter().any(|p| lower.contains(p)) {
         return None;
     }
-    let reset_secs =
-        number_after(&lower, "retry after").or_else(|| number_after(&lower, "reset in"));
+    // A hint too long for a u64 still means "not soon": it saturates (and
+    // the router clamps every cooldown anyway).
+    let reset_secs = digits_after(&lower, "retry after")
+        .or_else(|| digits_after(&lower, "reset in"))
+        .map(|d| d.parse().unwrap_or(u64::MAX));
     Some(RateLimit {
         limit: number_after(&lower, "limit:"),
         usage: number_after(&lower, "usage:"),
@@ -594,14 +597,21 @@ pub(crate) fn parse_rate_limit(text: &str) -> Option<RateLimit> {
     })
 }
 
-/// The integer that follows `label` (after optional spaces), if any.
+/// The integer that follows `label` (after optional spaces), if any and
+/// if it fits a `u64`.
 fn number_after(text: &str, label: &str) -> Option<u64> {
+    digits_after(text, label)?.parse().ok()
+}
+
+/// The (non-empty) run of ASCII digits that follows `label` after
+/// optional spaces, if any.
+fn digits_after<'a>(text: &'a str, label: &str) -> Option<&'a str> {
     let start = text.find(label)? + label.len();
     let rest = text[start..].trim_start();
     let digits: &str = &rest[..rest
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(rest.len())];
-    digits.parse().ok()
+    (!digits.is_empty()).then_some(digits)
 }
 
 #[cfg(test)]

@@ -1,6 +1,9 @@
 //! Checks run by the fuzz targets in `fuzz/` and replayed on stable Rust by
 //! `tests/regression_fuzz.rs`. Not part of the public API.
 
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
 use crate::{Config, ErrorKind};
 
 /// The password embedded in a URL-looking string, if any: what must never
@@ -95,8 +98,59 @@ pub fn check_reply(reply: &[u8]) {
         if e.is_rate_limited() {
             assert!(!e.counts_against_breaker());
         }
+        // What the router reads: the classified error's quota details.
+        if let Some(limit) = e.rate_limit() {
+            check_cooldown(limit.reset_after);
+        }
     }
     if let Ok(text) = std::str::from_utf8(reply) {
-        let _ = crate::error::parse_rate_limit(text);
+        if let Some(limit) = crate::error::parse_rate_limit(text) {
+            check_cooldown(limit.reset_after);
+        }
+    }
+}
+
+/// The first instant a fuzz run sees, and the last one an `Instant` can
+/// represent after it (found once: it takes a bisection).
+fn instants() -> (Instant, Instant) {
+    static INSTANTS: OnceLock<(Instant, Instant)> = OnceLock::new();
+    *INSTANTS.get_or_init(|| {
+        let now = Instant::now();
+        (now, crate::clock::saturating_add(now, Duration::MAX))
+    })
+}
+
+/// Feeds a reset `hint` (as parsed from a reply) through the router's
+/// cooldown arithmetic from several `now`s, including ones at and just
+/// before the end of `Instant`'s range. Panics if it panics, or if a
+/// cooldown ends before `now`, later than `MAX_COOLDOWN` after it, or
+/// earlier than it could have.
+pub fn check_cooldown(hint: Option<Duration>) {
+    use crate::router::{cooldown_for, cooldown_until, MAX_COOLDOWN};
+    let (now, end) = instants();
+    let hint_back = hint.and_then(|h| end.checked_sub(h));
+    let starts = [
+        Some(now),
+        Some(end),
+        end.checked_sub(Duration::from_nanos(1)),
+        end.checked_sub(MAX_COOLDOWN / 2),
+        end.checked_sub(MAX_COOLDOWN),
+        hint_back,
+    ];
+    let defaults = [Duration::ZERO, Duration::from_secs(60), Duration::MAX];
+    for start in starts.into_iter().flatten() {
+        for default in defaults {
+            let wait = cooldown_for(hint, default);
+            assert!(wait <= MAX_COOLDOWN, "{hint:?}/{default:?}: {wait:?}");
+            let until = cooldown_until(start, hint, default);
+            assert!(until >= start, "{hint:?}: a cooldown ends before it starts");
+            let len = until.saturating_duration_since(start);
+            assert!(len <= MAX_COOLDOWN, "{hint:?}/{default:?}: {len:?}");
+            // Exactly `wait` when representable, else the last instant.
+            match start.checked_add(wait) {
+                Some(exact) => assert_eq!(until, exact, "{hint:?}/{default:?}"),
+                None => assert_eq!(until, end, "{hint:?}/{default:?}"),
+            }
+        }
     }
 }

@@ -79,6 +79,9 @@ mod router;
 mod stats;
 mod tls;
 
+#[cfg(test)]
+mod test_log;
+
 #[doc(hidden)]
 pub mod fuzz_support;
 #[doc(hidden)]

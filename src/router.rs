@@ -336,16 +336,15 @@ impl Router {
             return None;
         }
         // A reset hint in the quota reply beats the configured cooldown.
-        let cooldown = rate_limit
-            .as_ref()
-            .and_then(|l| l.reset_after)
-            .unwrap_or(self.cooldown);
+        let hint = rate_limit.as_ref().and_then(|l| l.reset_after);
+        let cooldown = cooldown_for(hint, self.cooldown);
+        let until = cooldown_until(now, hint, self.cooldown);
         state.reason = Some(reason);
         state.since = Some(now);
-        state.cooldown_until = Some(now + cooldown);
+        state.cooldown_until = Some(until);
         state.good_probes = 0;
         state.last_switch = Some(now);
-        state.next_probe = Some(now + cooldown);
+        state.next_probe = Some(until);
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.on_secondary.store(true, Ordering::Release);
         Some(Switch {
@@ -406,7 +405,7 @@ impl Router {
                 // Over: this call probes; the others keep away until it
                 // has an answer (at most one more cooldown).
                 Some(_) => {
-                    quota.until = Some(now + self.cooldown);
+                    quota.until = Some(cooldown_until(now, None, self.cooldown));
                     probing = true;
                 }
                 None => {}
@@ -417,10 +416,8 @@ impl Router {
             Err(e) if e.is_rate_limited() => {
                 let now = self.clock.now();
                 let limit = e.rate_limit().cloned();
-                let wait = limit
-                    .as_ref()
-                    .and_then(|l| l.reset_after)
-                    .unwrap_or(self.cooldown);
+                let hint = limit.as_ref().and_then(|l| l.reset_after);
+                let wait = cooldown_for(hint, self.cooldown);
                 let mut quota = self.quota.lock();
                 if !self.quota_blocked.swap(true, Ordering::AcqRel) {
                     log::warn!(
@@ -428,7 +425,7 @@ impl Router {
                         describe(limit.as_ref())
                     );
                 }
-                quota.until = Some(now + wait);
+                quota.until = Some(cooldown_until(now, hint, self.cooldown));
                 quota.limit = limit;
             }
             // Any other answer ends the quota cooldown (a connection error
@@ -455,6 +452,26 @@ impl Router {
     }
 }
 
+/// The longest cooldown a server's reset hint can impose: 24 hours (a
+/// daily quota resets within a day). A longer hint, up to `u64::MAX`
+/// seconds from a reply, is clamped to it.
+pub(crate) const MAX_COOLDOWN: Duration = Duration::from_secs(24 * 3600);
+
+/// How long a cooldown lasts: the reply's reset `hint` when it has one,
+/// else `default`, clamped to [`MAX_COOLDOWN`].
+pub(crate) fn cooldown_for(hint: Option<Duration>, default: Duration) -> Duration {
+    hint.unwrap_or(default).min(MAX_COOLDOWN)
+}
+
+/// When a cooldown that starts at `now` ends: `now` plus
+/// [`cooldown_for`]`(hint, default)`, saturating at the last instant an
+/// `Instant` can represent. The one place a cooldown deadline is computed:
+/// the hint comes from a server reply, so this never panics and never
+/// lies more than [`MAX_COOLDOWN`] after `now`.
+pub(crate) fn cooldown_until(now: Instant, hint: Option<Duration>, default: Duration) -> Instant {
+    crate::clock::saturating_add(now, cooldown_for(hint, default))
+}
+
 /// The error a call gets, without being sent, during a quota cooldown.
 fn quota_error(wait: Duration) -> Error {
     Error::new(
@@ -474,5 +491,42 @@ fn describe(limit: Option<&RateLimit>) -> String {
             ..
         }) => format!("limit {l}, usage {u}"),
         _ => "quota exceeded".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn cooldown_is_the_hint_else_the_default_clamped() {
+        let now = Instant::now();
+        let hint = Some(Duration::from_secs(30));
+        assert_eq!(
+            cooldown_until(now, hint, MINUTE),
+            now + Duration::from_secs(30)
+        );
+        assert_eq!(cooldown_until(now, None, MINUTE), now + MINUTE);
+        let huge = Some(Duration::from_secs(u64::MAX));
+        assert_eq!(cooldown_until(now, huge, MINUTE), now + MAX_COOLDOWN);
+        assert_eq!(
+            cooldown_until(now, Some(Duration::MAX), MINUTE),
+            now + MAX_COOLDOWN
+        );
+        assert_eq!(cooldown_for(huge, MINUTE), MAX_COOLDOWN);
+    }
+
+    #[test]
+    fn cooldown_near_the_end_of_time_saturates() {
+        let end = crate::clock::saturating_add(Instant::now(), Duration::MAX);
+        assert_eq!(cooldown_until(end, Some(Duration::MAX), MINUTE), end);
+        let before = end - Duration::from_secs(10);
+        assert_eq!(cooldown_until(before, None, MINUTE), end);
+        assert_eq!(
+            cooldown_until(before, Some(Duration::from_secs(5)), MINUTE),
+            before + Duration::from_secs(5)
+        );
     }
 }

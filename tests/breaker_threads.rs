@@ -22,6 +22,8 @@ struct Tally {
     granted: AtomicU64,
     rejected: AtomicU64,
     probes: AtomicU64,
+    /// The most probes of one generation seen held at once.
+    most_probes: AtomicU64,
     counted_ok: AtomicU64,
     counted_fail: AtomicU64,
     ignored: AtomicU64,
@@ -77,15 +79,26 @@ fn probe_bound_and_counts_hold_under_contention() {
                     };
                     tally.granted.fetch_add(1, Ordering::Relaxed);
                     let gen = permit.generation();
-                    if permit.is_probe() {
+                    // Counted from just after the grant to just before the
+                    // verdict releases the slot, so the count never exceeds
+                    // the slots really held: checked when it goes up, i.e.
+                    // at the moment of maximum concurrency.
+                    let probe = permit.is_probe();
+                    if probe {
                         tally.probes.fetch_add(1, Ordering::Relaxed);
                         let mut out = outstanding.lock();
                         let n = out.entry(gen).or_default();
                         *n += 1;
                         assert!(*n <= MAX_PROBES, "{n} probes out in generation {gen}");
-                    }
-                    let probe = permit.is_probe();
-                    if probe {
+                        tally
+                            .most_probes
+                            .fetch_max(u64::from(*n), Ordering::Relaxed);
+                        drop(out);
+                        // Hold the probe a while, as a real call would, so
+                        // that probes overlap.
+                        for _ in 0..4 {
+                            thread::yield_now();
+                        }
                         *outstanding.lock().get_mut(&gen).unwrap() -= 1;
                     }
                     let verdict = match x % 10 {
@@ -130,4 +143,6 @@ fn probe_bound_and_counts_hold_under_contention() {
         "scenario never half-opened: {s:?}"
     );
     assert!(s.probes_in_flight == 0 || s.state == BreakerState::HalfOpen);
+    // The bound was reached: the check above ran at full concurrency.
+    assert_eq!(get(&tally.most_probes), u64::from(MAX_PROBES));
 }

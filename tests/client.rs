@@ -387,7 +387,16 @@ fn restart_under_load() {
                 let key = format!("t{t}:{}", i % 50);
                 let start = Instant::now();
                 client.set(&key, i).unwrap();
-                let _: Option<u64> = client.get(&key).unwrap();
+                let got: Option<u64> = client.get(&key).unwrap();
+                // Only this thread writes `key`, and it wrote `i` last: a
+                // read is a miss or a value this thread wrote to it (the
+                // same key slot, not later than `i`), never garbage.
+                if let Some(v) = got {
+                    assert!(
+                        v <= i && v % 50 == i % 50,
+                        "read {v} from {key}, which was last set to {i}"
+                    );
+                }
                 assert!(
                     start.elapsed() < 2 * worst,
                     "a call hung: {:?}",
@@ -411,7 +420,11 @@ fn restart_under_load() {
         client.stats().endpoints[0].breaker_opens > 0
     });
     wait_for("memory fallback", &|| client.stats().fallback_writes > 100);
-    std::thread::sleep(Duration::from_secs(2));
+    // Keep the server down for a few thousand writes from memory.
+    let down = client.stats().fallback_writes;
+    wait_for("an outage", &|| {
+        client.stats().fallback_writes > down + 2_000
+    });
     server.start();
     wait_for("recovery", &|| {
         client.breaker_state() == Some(BreakerState::Closed) && !client.stats().fallback_active

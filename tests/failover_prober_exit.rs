@@ -1,60 +1,108 @@
-//! The failover prober thread (`rr-prober`) exits when the last `Client`
-//! clone is dropped. In its own test binary: the check scans this process'
-//! threads by name, and no other test here starts a client.
+//! The failover prober thread (`rr-prober`) runs while a client with a
+//! secondary lives and exits when the last `Client` clone is dropped; a
+//! client without a secondary has none. In its own test binary: the check
+//! reads this process' threads (Linux: `/proc/self/task/*/comm`), and no
+//! other test here starts threads.
 
 // Test code: a failed unwrap is a failed test, with the error printed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use resilient_redis::{Client, Config};
 
-/// Threads of this process named `rr-prober` (Linux: `/proc/self/task`).
-fn probers() -> usize {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return 0;
-    };
-    tasks
+const PROBER: &str = "rr-prober";
+
+/// This process' threads: task id → name.
+fn tasks() -> BTreeMap<u64, String> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
         .filter_map(Result::ok)
-        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
-        .filter(|name| name.trim_end() == "rr-prober")
-        .count()
+        .filter_map(|t| {
+            let tid = t.file_name().to_str()?.parse().ok()?;
+            let name = std::fs::read_to_string(t.path().join("comm")).ok()?;
+            Some((tid, name.trim_end().to_string()))
+        })
+        .collect()
+}
+
+/// Polls `f` until it returns `Some`, for at most 10 s.
+fn poll<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::yield_now();
+    }
+}
+
+/// The threads started since `before`, once each has named itself. A
+/// thread starts with its creator's name and takes its own when it first
+/// runs; every thread this crate starts has a name. Threads are created
+/// before `Client::new` returns, so none is missed.
+fn started_since(before: &BTreeMap<u64, String>) -> BTreeMap<u64, String> {
+    let me = std::fs::read_to_string("/proc/thread-self/comm").unwrap();
+    let me = me.trim_end();
+    poll("the new threads to name themselves", || {
+        let new: BTreeMap<u64, String> = tasks()
+            .into_iter()
+            .filter(|(tid, _)| !before.contains_key(tid))
+            .collect();
+        new.values().all(|name| name != me).then_some(new)
+    })
+}
+
+fn probers(threads: &BTreeMap<u64, String>) -> Vec<u64> {
+    threads
+        .iter()
+        .filter(|(_, name)| *name == PROBER)
+        .map(|(tid, _)| *tid)
+        .collect()
 }
 
 #[test]
-fn the_prober_thread_exits_with_the_last_client() {
-    if std::fs::metadata("/proc/self/task").is_err() {
-        eprintln!("no /proc/self/task on this platform: skipped");
+fn the_prober_thread_lives_with_the_client_and_exits_with_the_last_clone() {
+    if std::fs::metadata("/proc/thread-self/comm").is_err() {
+        eprintln!("no /proc/thread-self on this platform: skipped");
         return;
     }
-    assert_eq!(probers(), 0);
     // Nothing listens on these ports: no connection is made at build time.
+    let before = tasks();
     let config = Config::builder("redis://127.0.0.1:1")
         .fallback_url("redis://127.0.0.1:2")
         .build()
         .unwrap();
     let client = Client::new(config).unwrap();
     let clone = client.clone();
-    // The new thread names itself once it runs.
-    wait_for_probers(1);
-    assert_eq!(probers(), 1, "one prober per client, shared by clones");
-    // Without a secondary there is nothing to restore: no prober.
+    let started = started_since(&before);
+    let prober = match probers(&started)[..] {
+        [tid] => tid,
+        _ => panic!("expected one {PROBER} thread, started: {started:?}"),
+    };
+
+    // Without a secondary there is nothing to restore: its threads (the
+    // pool's) name themselves, and none of them is a prober.
+    let before = tasks();
     let alone = Client::new(Config::builder("redis://127.0.0.1:1").build().unwrap()).unwrap();
-    assert_eq!(probers(), 1);
+    let started = started_since(&before);
+    assert!(!started.is_empty(), "the pool's thread was not seen");
+    assert_eq!(probers(&started), [], "started: {started:?}");
     drop(alone);
 
     drop(client);
-    assert_eq!(probers(), 1, "a clone still holds the client");
+    assert_eq!(
+        tasks().get(&prober).map(String::as_str),
+        Some(PROBER),
+        "a clone still holds the client"
+    );
     drop(clone);
     // Dropping the last clone joins the thread; the kernel may list the
     // task for a moment after it was joined.
-    wait_for_probers(0);
-}
-
-fn wait_for_probers(n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while probers() != n {
-        assert!(Instant::now() < deadline, "expected {n} rr-prober threads");
-        std::thread::yield_now();
-    }
+    poll("the prober thread to exit", || {
+        (!tasks().contains_key(&prober)).then_some(())
+    });
+    assert_eq!(probers(&tasks()), []);
 }

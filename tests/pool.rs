@@ -423,3 +423,27 @@ fn a_lowered_io_timeout_holds_for_its_checkout_only() {
     assert_eq!(err.kind(), ErrorKind::Timeout);
     assert!(!err.may_have_executed());
 }
+
+/// Issue #11: a `Duration` from the caller is never added to an `Instant`
+/// unchecked. `get_timeout(Duration::MAX)` waits "forever" instead of
+/// panicking, on the real clock and on a manual clock advanced as far as
+/// it goes.
+#[test]
+fn get_timeout_accepts_any_duration() {
+    let server = RedisServer::new();
+    let pool = pool(builder(&server.url()));
+    let mut conn = pool.get_timeout(Duration::MAX).unwrap();
+    let _: () = conn.set("k", "v").unwrap();
+    drop(conn);
+
+    let clock = resilient_redis::ManualClock::new();
+    clock.advance(Duration::MAX);
+    let config = builder(&server.url())
+        .max_lifetime(Some(Duration::from_secs(7 * 86_400)))
+        .build()
+        .unwrap();
+    let pool = Pool::with_clock(&config, clock.shared()).unwrap();
+    let mut conn = pool.get_timeout(Duration::MAX).unwrap();
+    let v: String = conn.get("k").unwrap();
+    assert_eq!(v, "v");
+}

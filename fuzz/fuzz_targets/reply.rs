@@ -1,5 +1,8 @@
 //! Arbitrary bytes as a server reply: the RESP parser and the error
-//! classification must never panic, and error messages stay bounded.
+//! classification must never panic, and error messages stay bounded; every
+//! quota reset hint parsed from them goes through the router's cooldown
+//! arithmetic (from `now`s up to the end of `Instant`'s range), which must
+//! not panic and must stay within its maximum.
 #![no_main]
 
 #[path = "../cases.rs"]

@@ -1,8 +1,7 @@
 // Test code: unwrap/expect keep the assertions short.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::cell::RefCell;
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -385,31 +384,9 @@ fn listener_calling_back_into_the_breaker_does_not_deadlock() {
     *listener.0.lock() = None; // break the Arc cycle
 }
 
-thread_local! {
-    static LINES: RefCell<Vec<(log::Level, String)>> = const { RefCell::new(Vec::new()) };
-}
-
-struct Capture;
-
-impl log::Log for Capture {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
-    }
-    fn log(&self, r: &log::Record<'_>) {
-        if r.target().starts_with("resilient_redis::breaker") {
-            LINES.with(|l| l.borrow_mut().push((r.level(), r.args().to_string())));
-        }
-    }
-    fn flush(&self) {}
-}
-
 #[test]
 fn one_log_line_per_transition_never_per_rejection() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        let _ = log::set_logger(&Capture);
-        log::set_max_level(log::LevelFilter::Trace);
-    });
+    crate::test_log::start();
     let clock = ManualClock::new();
     let b = CircuitBreaker::new(small(), clock.shared()).with_name("redis://h:1");
     trip(&b);
@@ -419,7 +396,7 @@ fn one_log_line_per_transition_never_per_rejection() {
     clock.advance(secs(10));
     b.try_acquire().unwrap().success();
     b.try_acquire().unwrap().success();
-    let lines = LINES.with(|l| l.borrow().clone());
+    let lines = crate::test_log::take("resilient_redis::breaker");
     let levels: Vec<_> = lines.iter().map(|(l, _)| *l).collect();
     assert_eq!(
         levels,

@@ -46,22 +46,35 @@ impl Outage {
 
     /// An operation is being served from memory because of `cause`.
     pub(crate) fn served_from_memory(&self, cause: &Error, now: Instant) -> Change {
-        let mut s = self.state.lock();
-        s.served += 1;
-        s.served_total += 1;
-        s.suppressed += 1;
-        if s.engaged_since.is_none() {
-            s.engaged_since = Some(now);
-            s.last_summary = Some(now);
-            self.engaged
-                .store(true, std::sync::atomic::Ordering::Release);
-            log::warn!(
-                "redis unavailable ({cause}); serving cache operations from memory until it answers again"
-            );
-            return Change::Engaged(cause.kind());
+        let summary = {
+            let mut s = self.state.lock();
+            s.served += 1;
+            s.served_total += 1;
+            s.suppressed += 1;
+            if s.engaged_since.is_none() {
+                s.engaged_since = Some(now);
+                s.last_summary = Some(now);
+                self.engaged
+                    .store(true, std::sync::atomic::Ordering::Release);
+                None
+            } else {
+                Some(Self::summary_due(&mut s, now))
+            }
+        };
+        // Logged after the lock is released: a slow logger must not stall
+        // every other thread that is being served from memory.
+        match summary {
+            None => {
+                log::warn!(
+                    "redis unavailable ({cause}); serving cache operations from memory until it answers again"
+                );
+                Change::Engaged(cause.kind())
+            }
+            Some(summary) => {
+                log_summary(summary);
+                Change::None
+            }
         }
-        self.maybe_summarize(&mut s, now);
-        Change::None
     }
 
     /// A journaled key was served from memory (no Redis attempt was made).
@@ -69,10 +82,13 @@ impl Outage {
         if !self.is_engaged() {
             return;
         }
-        let mut s = self.state.lock();
-        s.served += 1;
-        s.served_total += 1;
-        self.maybe_summarize(&mut s, now);
+        let summary = {
+            let mut s = self.state.lock();
+            s.served += 1;
+            s.served_total += 1;
+            Self::summary_due(&mut s, now)
+        };
+        log_summary(summary);
     }
 
     /// An error was returned to a caller (no fallback) during an outage.
@@ -80,9 +96,12 @@ impl Outage {
         if !self.is_engaged() {
             return;
         }
-        let mut s = self.state.lock();
-        s.suppressed += 1;
-        self.maybe_summarize(&mut s, now);
+        let summary = {
+            let mut s = self.state.lock();
+            s.suppressed += 1;
+            Self::summary_due(&mut s, now)
+        };
+        log_summary(summary);
     }
 
     /// Redis answered: releases the fallback if it was engaged.
@@ -90,17 +109,19 @@ impl Outage {
         if !self.is_engaged() {
             return Change::None;
         }
-        let mut s = self.state.lock();
-        let Some(since) = s.engaged_since.take() else {
-            return Change::None;
+        let (served, duration) = {
+            let mut s = self.state.lock();
+            let Some(since) = s.engaged_since.take() else {
+                return Change::None;
+            };
+            self.engaged
+                .store(false, std::sync::atomic::Ordering::Release);
+            let served = std::mem::take(&mut s.served_total);
+            s.served = 0;
+            s.suppressed = 0;
+            s.last_summary = None;
+            (served, now.saturating_duration_since(since))
         };
-        self.engaged
-            .store(false, std::sync::atomic::Ordering::Release);
-        let served = std::mem::take(&mut s.served_total);
-        let duration = now.saturating_duration_since(since);
-        s.served = 0;
-        s.suppressed = 0;
-        s.last_summary = None;
         log::info!(
             "redis answers again after {:.1} s; {served} operations were served from memory",
             duration.as_secs_f64()
@@ -108,21 +129,38 @@ impl Outage {
         Change::Released { served, duration }
     }
 
-    fn maybe_summarize(&self, s: &mut State, now: Instant) {
+    /// The counts for a summary line when one is due (and starts the next
+    /// period); the caller logs it once the lock is released.
+    fn summary_due(s: &mut State, now: Instant) -> Option<Summary> {
         let due = s
             .last_summary
             .is_none_or(|last| now.saturating_duration_since(last) >= SUMMARY_PERIOD);
-        if due {
-            log::warn!(
-                "redis still unavailable: {} operations served from memory, {} errors suppressed in the last {} s",
-                s.served,
-                s.suppressed,
-                SUMMARY_PERIOD.as_secs()
-            );
-            s.served = 0;
-            s.suppressed = 0;
-            s.last_summary = Some(now);
+        if !due {
+            return None;
         }
+        let summary = Summary {
+            served: std::mem::take(&mut s.served),
+            suppressed: std::mem::take(&mut s.suppressed),
+        };
+        s.last_summary = Some(now);
+        Some(summary)
+    }
+}
+
+/// The counts of one periodic outage summary.
+#[derive(Debug)]
+struct Summary {
+    served: u64,
+    suppressed: u64,
+}
+
+/// Logs `summary`, if there is one. Never called with the state locked.
+fn log_summary(summary: Option<Summary>) {
+    if let Some(Summary { served, suppressed }) = summary {
+        log::warn!(
+            "redis still unavailable: {served} operations served from memory, {suppressed} errors suppressed in the last {} s",
+            SUMMARY_PERIOD.as_secs()
+        );
     }
 }
 
@@ -160,5 +198,46 @@ mod tests {
         }
         assert!(!outage.is_engaged());
         assert_eq!(outage.redis_answered(t0), Change::None);
+    }
+
+    /// Every line (engaged, summaries from each entry point, released) is
+    /// logged with the state mutex released: a logger that blocks, or that
+    /// logs through code calling back into the client, must not stall or
+    /// deadlock the threads being served from memory.
+    #[test]
+    fn logs_with_the_lock_released() {
+        use std::cell::RefCell;
+        use std::rc::Rc;
+        use std::sync::Arc;
+
+        crate::test_log::start();
+        let outage = Arc::new(Outage::default());
+        let locked_while_logging = Rc::new(RefCell::new(Vec::new()));
+        {
+            let outage = outage.clone();
+            let seen = locked_while_logging.clone();
+            crate::test_log::on_log(move |_| seen.borrow_mut().push(outage.state.is_locked()));
+        }
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let cause = Error::new(ErrorKind::Connection, ErrorClass::Transient, "refused");
+        outage.served_from_memory(&cause, t0);
+        outage.served_from_memory(&cause, at(60));
+        outage.served_journaled(at(120));
+        outage.error_suppressed(at(180));
+        outage.error_suppressed(at(181));
+        outage.redis_answered(at(200));
+
+        let lines = crate::test_log::take("resilient_redis::client::outage");
+        let levels: Vec<_> = lines.iter().map(|(l, _)| *l).collect();
+        use log::Level::{Info, Warn};
+        assert_eq!(levels, [Warn, Warn, Warn, Warn, Info], "{lines:?}");
+        assert!(lines[1]
+            .1
+            .contains("2 operations served from memory, 2 errors"));
+        assert!(lines[3]
+            .1
+            .contains("0 operations served from memory, 1 errors"));
+        assert_eq!(*locked_while_logging.borrow(), [false; 5]);
     }
 }

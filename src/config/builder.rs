@@ -362,6 +362,7 @@ impl ConfigBuilder {
 
 /// The names that error messages use for each setting: builder field names,
 /// or environment variable names when loading from the environment.
+#[derive(Clone, Copy)]
 pub(crate) struct Labels {
     pub url: &'static str,
     pub fallback_url: &'static str,

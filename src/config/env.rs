@@ -14,7 +14,7 @@ pub(crate) const VARIABLES: &[(&str, &str)] = &[
     ("REDIS_FALLBACK_URL", "secondary Redis for failover"),
     (
         "REDIS_FALLBACK_ENABLED",
-        "true/false; default true when REDIS_FALLBACK_URL is set",
+        "true/false; default true when REDIS_FALLBACK_URL is set; true without it: redis://localhost:6379/0",
     ),
     (
         "CACHE_SOCKET_CONNECT_TIMEOUT_MS",
@@ -81,6 +81,11 @@ pub(crate) const VARIABLES: &[(&str, &str)] = &[
     ),
 ];
 
+/// The fallback Redis when `REDIS_FALLBACK_ENABLED` is true and
+/// `REDIS_FALLBACK_URL` is not set: the local one, as in the design this
+/// crate replaces.
+pub(crate) const DEFAULT_FALLBACK_URL: &str = "redis://localhost:6379/0";
+
 const ENV_LABELS: Labels = Labels {
     url: "REDIS_URL",
     fallback_url: "REDIS_FALLBACK_URL",
@@ -123,7 +128,7 @@ impl Config {
     /// |---|---|
     /// | `REDIS_URL` (alias `REDIS__URL`) | `redis://` or `rediss://` URL; unset: memory only |
     /// | `REDIS_FALLBACK_URL` | secondary Redis for failover |
-    /// | `REDIS_FALLBACK_ENABLED` | `true`/`false`; default `true` when `REDIS_FALLBACK_URL` is set |
+    /// | `REDIS_FALLBACK_ENABLED` | `true`/`false`; default `true` when `REDIS_FALLBACK_URL` is set; `true` without it: the local `redis://localhost:6379/0` (logged at INFO) |
     /// | `CACHE_SOCKET_CONNECT_TIMEOUT_MS` | ms; default 2000 |
     /// | `CACHE_SOCKET_TIMEOUT_MS` | ms; default 2000 |
     /// | `CACHE_CHECKOUT_TIMEOUT_MS` | ms; default 2000 |
@@ -205,6 +210,8 @@ impl Config {
                 .map(|v| v.trim().to_string())
                 .filter(|v| !v.is_empty())
         };
+        // Errors about the URL name the variable it came from.
+        let mut labels = ENV_LABELS;
         let l = &ENV_LABELS;
 
         let url = match (get("REDIS_URL"), get("REDIS__URL")) {
@@ -213,18 +220,44 @@ impl Config {
                     "REDIS_URL and REDIS__URL are both set and differ; set only one",
                 ))
             }
-            (Some(a), _) | (None, Some(a)) => Some(a),
+            (Some(a), _) => Some(a),
+            (None, Some(a)) => {
+                labels.url = "REDIS__URL";
+                Some(a)
+            }
             (None, None) => None,
         };
+        let has_primary = url.is_some();
         let mut b = match url {
             Some(url) => Config::builder(url),
             None => Config::memory_only(),
         };
-        if let Some(v) = get(l.fallback_url) {
-            b = b.fallback_url(v);
+        let fallback_url = get(l.fallback_url);
+        let fallback_enabled = get(l.fallback_enabled)
+            .map(|v| parse_bool(l.fallback_enabled, &v))
+            .transpose()?;
+        match (fallback_url, fallback_enabled) {
+            (Some(v), _) => b = b.fallback_url(v),
+            // As the design this replaces did: enabled without a URL means
+            // the local Redis.
+            (None, Some(true)) if has_primary => {
+                log::info!(
+                    "{} is true and {} is not set: the fallback Redis is {DEFAULT_FALLBACK_URL}",
+                    l.fallback_enabled,
+                    l.fallback_url
+                );
+                b = b.fallback_url(DEFAULT_FALLBACK_URL);
+            }
+            (None, Some(true)) => {
+                return Err(Error::config(format!(
+                    "{}: is true but neither REDIS_URL nor REDIS__URL is set (a fallback Redis needs a primary)",
+                    l.fallback_enabled
+                )))
+            }
+            (None, _) => {}
         }
-        if let Some(v) = get(l.fallback_enabled) {
-            b = b.fallback_enabled(parse_bool(l.fallback_enabled, &v)?);
+        if let Some(enabled) = fallback_enabled {
+            b = b.fallback_enabled(enabled);
         }
 
         let ms = |name: &str| -> Result<Option<Duration>, Error> {
@@ -355,7 +388,7 @@ impl Config {
             let cap = b.config.retry_max_delay.max(b.config.retry_base_delay);
             b = b.retry_max_delay(cap);
         }
-        b.build_labelled(&ENV_LABELS)
+        b.build_labelled(&labels)
     }
 }
 

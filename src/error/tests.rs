@@ -142,6 +142,14 @@ fn rate_limit_reset_hint() {
     // Numbers that overflow are ignored, not a panic.
     let limit = parse_rate_limit("ERR max requests limit exceeded. Limit: 99999999999999999999999");
     assert_eq!(limit.and_then(|l| l.limit), None);
+    // A reset hint too long for a u64 still says "not soon": it saturates
+    // (the router clamps it to its maximum cooldown).
+    let limit =
+        parse_rate_limit("ERR max requests limit exceeded, retry after 99999999999999999999");
+    assert_eq!(
+        limit.and_then(|l| l.reset_after),
+        Some(Duration::from_secs(u64::MAX))
+    );
 }
 
 #[test]

@@ -420,7 +420,8 @@ impl<M: Manage> Shared<M> {
                     expires: self.settings.max_lifetime.map(|life| {
                         // Up to 10% early, so that connections made together
                         // do not all expire together.
-                        now + life.saturating_sub(self.jitter.up_to(life / 10))
+                        let life = life.saturating_sub(self.jitter.up_to(life / 10));
+                        crate::clock::saturating_add(now, life)
                     }),
                 })
             }

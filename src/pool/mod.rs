@@ -146,7 +146,8 @@ impl Pool {
         self.checkout(deadline, false)
     }
 
-    /// A connection, waiting at most `timeout`.
+    /// A connection, waiting at most `timeout` (any `Duration`: one too
+    /// long for an `Instant` waits until the last one).
     ///
     /// # Errors
     ///

@@ -37,6 +37,11 @@ const MILLI: u64 = 1000;
 /// Thread-safe and lock-free: one atomic holds the level. A success on a
 /// full bucket (the normal case) is a single atomic load.
 ///
+/// **Logging.** The first denied retry logs one WARN; one INFO follows
+/// when successes have refilled the bucket to three quarters. Between the
+/// two nothing is logged, however often retries are granted and denied
+/// around the half-full threshold.
+///
 /// # Examples
 ///
 /// ```
@@ -60,11 +65,15 @@ pub struct RetryBudget {
     level: AtomicU64,
     max: u64,
     threshold: u64,
+    /// The level at which a budget that denied retries counts as
+    /// recovered (three quarters), well above `threshold`, so that the
+    /// WARN/INFO pair does not flap around the threshold.
+    recovered: u64,
     credit: u64,
     granted: AtomicU64,
     denied: AtomicU64,
-    /// Set while retries are being denied, so that the transition is logged
-    /// once rather than once per denied retry.
+    /// Set from the first denied retry until the level is back to
+    /// `recovered`: the WARN and the INFO are each logged once per episode.
     exhausted: AtomicBool,
 }
 
@@ -99,6 +108,7 @@ impl RetryBudget {
             level: AtomicU64::new(max),
             max,
             threshold: max / 2,
+            recovered: max - max / 4,
             credit,
             granted: AtomicU64::new(0),
             denied: AtomicU64::new(0),
@@ -122,10 +132,9 @@ impl RetryBudget {
             })
             .is_ok();
         if spent {
+            // A grant near the threshold is no recovery: only deposits
+            // (below) end an episode.
             self.granted.fetch_add(1, Ordering::Relaxed);
-            if self.exhausted.swap(false, Ordering::Relaxed) {
-                log::info!("retry budget refilled: retries resumed");
-            }
         } else {
             self.denied.fetch_add(1, Ordering::Relaxed);
             if !self.exhausted.swap(true, Ordering::Relaxed) {
@@ -145,11 +154,21 @@ impl RetryBudget {
         if self.level.load(Ordering::Relaxed) >= self.max || self.credit == 0 {
             return;
         }
-        let _ = self
+        let credited = |level: u64| level.saturating_add(self.credit).min(self.max);
+        let Ok(before) = self
             .level
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |level| {
-                (level < self.max).then(|| level.saturating_add(self.credit).min(self.max))
-            });
+                (level < self.max).then(|| credited(level))
+            })
+        else {
+            return;
+        };
+        if credited(before) >= self.recovered
+            && self.exhausted.load(Ordering::Relaxed)
+            && self.exhausted.swap(false, Ordering::Relaxed)
+        {
+            log::info!("retry budget refilled: retries resumed");
+        }
     }
 
     /// The current level, in tokens.
@@ -286,6 +305,54 @@ mod tests {
                 "{fraction}"
             );
         }
+    }
+
+    /// Calls that alternate between a granted and a denied retry around
+    /// the half-full threshold log one WARN, then one INFO once successes
+    /// have refilled the bucket to three quarters: not a pair per flap.
+    #[test]
+    fn exhaustion_is_logged_once_per_episode_not_per_flap() {
+        use log::Level::{Info, Warn};
+        crate::test_log::start();
+        let b = RetryBudget::new(10, 0.5).unwrap();
+        let target = "resilient_redis::retry::budget";
+        while b.try_withdraw() {}
+        assert_eq!(b.tokens(), 5.0);
+        let levels: Vec<_> = crate::test_log::take(target)
+            .iter()
+            .map(|(l, _)| *l)
+            .collect();
+        assert_eq!(levels, [Warn]);
+        // Hovering at the threshold: two successes earn the next retry.
+        let mut flaps = 0;
+        for _ in 0..100 {
+            b.deposit();
+            b.deposit();
+            flaps += usize::from(b.try_withdraw());
+            flaps += usize::from(!b.try_withdraw());
+        }
+        assert_eq!(flaps, 200, "the test must make the budget flap");
+        assert_eq!(crate::test_log::take(target), []);
+        // Refilling to 3/4 (7.5 tokens) ends the episode, once.
+        for _ in 0..4 {
+            b.deposit();
+        }
+        assert_eq!(b.tokens(), 7.0);
+        assert_eq!(crate::test_log::take(target), []);
+        for _ in 0..10 {
+            b.deposit();
+        }
+        let lines = crate::test_log::take(target);
+        let levels: Vec<_> = lines.iter().map(|(l, _)| *l).collect();
+        assert_eq!(levels, [Info], "{lines:?}");
+        // The next outage is a new episode: one WARN again.
+        while b.try_withdraw() {}
+        assert!(!b.try_withdraw());
+        let levels: Vec<_> = crate::test_log::take(target)
+            .iter()
+            .map(|(l, _)| *l)
+            .collect();
+        assert_eq!(levels, [Warn]);
     }
 
     #[test]

@@ -223,10 +223,47 @@ fn fallback_variables() -> Result<(), Error> {
     }
     assert!(load_err(&[base, ("REDIS_FALLBACK_ENABLED", "maybe")])
         .starts_with("REDIS_FALLBACK_ENABLED: expected true or false"));
-    assert!(load_err(&[base, ("REDIS_FALLBACK_ENABLED", "true")])
-        .contains("REDIS_FALLBACK_URL is not set"));
     assert!(load_err(&[base, ("REDIS_FALLBACK_URL", "nope")]).starts_with("REDIS_FALLBACK_URL: "));
     Ok(())
+}
+
+/// `REDIS_FALLBACK_ENABLED=true` without `REDIS_FALLBACK_URL` fails over
+/// to the local Redis, as the design this replaces did, and says so once
+/// at INFO; without a primary there is nothing to fail over from.
+#[test]
+fn fallback_enabled_without_a_url_means_the_local_redis() -> Result<(), Error> {
+    crate::test_log::start();
+    let base = ("REDIS_URL", "redis://primary");
+    let c = load(&[base, ("REDIS_FALLBACK_ENABLED", "true")])?;
+    // Shown without the default database 0.
+    assert_eq!(c.fallback_url(), Some("redis://localhost:6379"));
+    let lines = crate::test_log::take("resilient_redis::config");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0].0, log::Level::Info);
+    assert!(lines[0].1.contains("redis://localhost:6379/0"), "{lines:?}");
+
+    // Anything but `true` adds nothing, and logs nothing.
+    assert_eq!(
+        load(&[base, ("REDIS_FALLBACK_ENABLED", "false")])?.fallback_url(),
+        None
+    );
+    assert_eq!(load(&[base])?.fallback_url(), None);
+    assert_eq!(crate::test_log::take("resilient_redis::config"), []);
+    let err = load_err(&[("REDIS_FALLBACK_ENABLED", "true")]);
+    assert!(err.starts_with("REDIS_FALLBACK_ENABLED: "), "{err}");
+    assert!(err.contains("REDIS_URL"), "{err}");
+    Ok(())
+}
+
+/// A bad URL is reported under the name of the variable that held it.
+#[test]
+fn url_errors_name_the_variable_that_was_set() {
+    let err = load_err(&[("REDIS__URL", "localhost:6379")]);
+    assert!(err.starts_with("REDIS__URL: "), "{err}");
+    let err = load_err(&[("REDIS_URL", "localhost:6379")]);
+    assert!(err.starts_with("REDIS_URL: "), "{err}");
+    let err = load_err(&[("REDIS__URL", "redis://h:99999999")]);
+    assert!(err.starts_with("REDIS__URL: "), "{err}");
 }
 
 #[test]
