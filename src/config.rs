@@ -10,6 +10,7 @@
 use std::fmt;
 use std::time::Duration;
 
+mod bound;
 mod builder;
 mod env;
 mod tls;
@@ -77,6 +78,8 @@ pub(crate) mod limits {
 
 /// The client's configuration. Build one with [`Config::builder`],
 /// [`Config::memory_only`] or [`Config::from_env`].
+///
+/// [`Config::call_bound`] says how long a call can take with it at worst.
 ///
 /// # Examples
 ///
@@ -287,7 +290,8 @@ impl Config {
         self.retry_max_delay
     }
 
-    /// Overall deadline of one call, attempts and backoff included.
+    /// Overall deadline of one call, checkouts, socket I/O and backoff
+    /// included (see [`Config::call_bound`] for what a call can overrun it by).
     pub fn call_timeout(&self) -> Option<Duration> {
         self.call_timeout
     }

@@ -23,6 +23,8 @@ pub enum ErrorKind {
     /// A socket read, write or connect did not finish in time.
     Timeout,
     /// No pooled connection became available before the checkout deadline.
+    /// Transient (served from memory when the fallback is on) but not
+    /// retried: the pool is overloaded by its own callers.
     PoolTimeout,
     /// The circuit breaker is open: the call was rejected without touching
     /// the network. [`Error::retry_after`] says when the next probe is due.
@@ -41,6 +43,14 @@ pub enum ErrorKind {
     InvalidInput,
     /// The reply could not be parsed or converted to the requested type.
     UnexpectedReply,
+    /// A write was refused, not sent: it could only have gone to the
+    /// in-memory fallback or the secondary, and the journal that keeps later
+    /// reads from returning older values was full. Nothing was written.
+    JournalFull,
+    /// The command could not be sent where the client would have had to
+    /// send it without breaking a guarantee (e.g. a command whose keys the
+    /// client cannot tell, during failover). Nothing was sent.
+    Unsupported,
 }
 
 impl ErrorKind {
@@ -58,6 +68,8 @@ impl ErrorKind {
             ErrorKind::Tls => "tls",
             ErrorKind::InvalidInput => "invalid_input",
             ErrorKind::UnexpectedReply => "unexpected_reply",
+            ErrorKind::JournalFull => "journal_full",
+            ErrorKind::Unsupported => "unsupported",
         }
     }
 }

@@ -68,6 +68,7 @@ pub mod breaker;
 mod client;
 mod clock;
 mod config;
+mod consistency;
 mod error;
 mod events;
 // Part of the store's and journal's surface (statistics, purge, the journal

@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use redis::RedisResult;
 
 use crate::breaker::{BreakerConfig, BreakerListener, BreakerState, CircuitBreaker};
 use crate::clock::SharedClock;
@@ -102,14 +101,12 @@ impl RedisEndpoint {
     pub(crate) fn call<T>(
         &self,
         deadline: Option<Instant>,
-        f: &mut dyn FnMut(&mut PooledConnection) -> RedisResult<T>,
+        f: &mut dyn FnMut(&mut PooledConnection, Role) -> Result<T, Error>,
     ) -> Result<T, Error> {
         let permit = self.breaker.try_acquire().map_err(Error::from)?;
-        let checkout = match deadline {
-            Some(d) => self.pool.get_deadline(d),
-            None => self.pool.get(),
-        };
-        let mut conn = match checkout {
+        // The call deadline shortens the checkout and caps the socket
+        // timeouts of this attempt, so it bounds the I/O too.
+        let mut conn = match self.pool.get_for_call(deadline) {
             Ok(conn) => conn,
             Err(e) => {
                 if e.counts_against_breaker() {
@@ -122,7 +119,7 @@ impl RedisEndpoint {
             }
         };
         self.attempts.fetch_add(1, Ordering::Relaxed);
-        match f(&mut conn) {
+        match f(&mut conn, self.role) {
             Ok(value) => {
                 permit.success();
                 // Read first: no store (and no cache-line traffic) on the
@@ -132,8 +129,7 @@ impl RedisEndpoint {
                 }
                 Ok(value)
             }
-            Err(redis_err) => {
-                let e = Error::from_redis(redis_err);
+            Err(e) => {
                 if e.counts_against_breaker() {
                     permit.failure();
                 } else {
@@ -195,6 +191,11 @@ pub(crate) struct Router {
     pub(crate) secondary: Option<RedisEndpoint>,
     /// Fast-path flag: `true` while calls go to the secondary.
     on_secondary: AtomicBool,
+    /// Failover epoch: bumped each time calls switch to the secondary,
+    /// before the first of them is sent there. A value written on the
+    /// secondary in an earlier epoch may be older than one written on the
+    /// primary since (see `consistency`).
+    epoch: AtomicU64,
     pub(crate) failover: Mutex<FailoverState>,
     pub(crate) cooldown: Duration,
     pub(crate) grace: Duration,
@@ -224,6 +225,7 @@ impl Router {
             primary,
             secondary,
             on_secondary: AtomicBool::new(false),
+            epoch: AtomicU64::new(1),
             failover: Mutex::new(FailoverState {
                 reason: None,
                 since: None,
@@ -248,6 +250,11 @@ impl Router {
         self.on_secondary.load(Ordering::Acquire)
     }
 
+    /// The current failover epoch (see the field).
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
     /// The endpoint calls go to now.
     pub(crate) fn active(&self) -> &RedisEndpoint {
         match (&self.secondary, self.failover_active()) {
@@ -268,7 +275,7 @@ impl Router {
         &self,
         idempotent: bool,
         deadline: Option<Instant>,
-        f: &mut dyn FnMut(&mut PooledConnection) -> RedisResult<T>,
+        f: &mut dyn FnMut(&mut PooledConnection, Role) -> Result<T, Error>,
     ) -> (Result<(T, Role), Error>, Option<Switch>) {
         let Some(secondary) = &self.secondary else {
             return (self.call_primary_alone(deadline, f), None);
@@ -338,6 +345,7 @@ impl Router {
         state.good_probes = 0;
         state.last_switch = Some(now);
         state.next_probe = Some(until);
+        self.epoch.fetch_add(1, Ordering::AcqRel);
         self.on_secondary.store(true, Ordering::Release);
         Some(Switch {
             reason,
@@ -383,7 +391,7 @@ impl Router {
     fn call_primary_alone<T>(
         &self,
         deadline: Option<Instant>,
-        f: &mut dyn FnMut(&mut PooledConnection) -> RedisResult<T>,
+        f: &mut dyn FnMut(&mut PooledConnection, Role) -> Result<T, Error>,
     ) -> Result<(T, Role), Error> {
         let mut probing = false;
         if self.quota_blocked.load(Ordering::Acquire) {

@@ -223,6 +223,42 @@ fn latency_still_works() {
 }
 
 #[test]
+fn quota_exceeded_answers_every_command_without_forwarding() {
+    let (server, proxy) = proxied();
+    let mut direct = server.connection();
+    proxy.set_mode(Mode::QuotaExceeded);
+    // Connection setup still passes: connecting works.
+    let mut c = conn(&proxy.url());
+    let err = Error::from(c.set::<_, _, ()>("k", "v").unwrap_err());
+    assert_eq!(err.kind(), ErrorKind::RateLimited, "{err:?}");
+    assert!(!err.may_have_executed(), "{err:?}");
+    assert_eq!(direct.get::<_, Option<String>>("k").unwrap(), None);
+    // A pipelined chunk gets one error per command, and the connection
+    // stays in step: the next command gets its own answer.
+    let pipelined = redis::pipe()
+        .cmd("SET")
+        .arg("a")
+        .arg("1")
+        .cmd("GET")
+        .arg("a")
+        .cmd("PING")
+        .query::<redis::Value>(&mut c);
+    let err = Error::from(pipelined.unwrap_err());
+    assert_eq!(err.kind(), ErrorKind::RateLimited, "{err:?}");
+    let err = Error::from(redis::cmd("PING").query::<String>(&mut c).unwrap_err());
+    assert_eq!(err.kind(), ErrorKind::RateLimited, "{err:?}");
+    assert_eq!(direct.get::<_, Option<String>>("a").unwrap(), None);
+    // A large value arrives in several reads and is still answered once.
+    let big = "x".repeat(200_000);
+    let err = Error::from(c.set::<_, _, ()>("big", &big).unwrap_err());
+    assert_eq!(err.kind(), ErrorKind::RateLimited, "{err:?}");
+    proxy.set_mode(Mode::PassThrough);
+    let _: () = c.set("k", "v2").unwrap();
+    assert_eq!(c.get::<_, String>("k").unwrap(), "v2");
+    assert_eq!(direct.get::<_, Option<String>>("big").unwrap(), None);
+}
+
+#[test]
 fn proxy_to_a_stopped_server_fails_the_connection() {
     let (mut server, proxy) = proxied();
     server.stop();

@@ -324,6 +324,106 @@ fn keepalive_is_armed_on_the_live_sockets() {
     assert_eq!(timers[0].0, 0, "{timers:?}");
 }
 
+#[test]
+fn a_pipeline_to_a_silent_server_costs_one_socket_timeout_and_the_connection() {
+    let server = RedisServer::new();
+    let proxy = FaultProxy::new(server.addr());
+    let pool = pool(builder(&proxy.url()).socket_timeout(ms(200)));
+    let mut conn = pool.get().unwrap();
+    let _: () = conn.set("k", "v").unwrap();
+
+    proxy.set_mode(Mode::Blackhole);
+    let mut pipe = redis::pipe();
+    for i in 0..50 {
+        pipe.cmd("GET").arg(i);
+    }
+    let start = Instant::now();
+    let err: resilient_redis::Error = pipe
+        .query::<Vec<Option<String>>>(&mut conn)
+        .unwrap_err()
+        .into();
+    let took = start.elapsed();
+    // One socket timeout, not one per command (50 × 200 ms before).
+    assert!(took < ms(200 + 250), "took {took:?}");
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err:?}");
+    assert!(err.may_have_executed());
+    assert!(conn.is_broken(), "replies were left unread");
+    drop(conn);
+    assert_eq!(pool.stats().closed_broken, 1);
+}
+
+#[test]
+fn transactions_and_pipelines_keep_redis_semantics() {
+    let server = RedisServer::new();
+    let pool = pool(builder(&server.url()));
+    let mut conn = pool.get().unwrap();
+    let (a, b): (i64, i64) = redis::pipe()
+        .atomic()
+        .cmd("INCR")
+        .arg("n")
+        .cmd("INCRBY")
+        .arg("n")
+        .arg(2)
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!((a, b), (1, 3));
+    // An error reply inside a pipeline is that command's reply.
+    let _: () = conn.set("s", "text").unwrap();
+    let err = redis::pipe()
+        .cmd("INCR")
+        .arg("s")
+        .cmd("GET")
+        .arg("s")
+        .query::<(i64, String)>(&mut conn)
+        .unwrap_err();
+    assert!(err.to_string().contains("not an integer"), "{err}");
+    // A command refused while queueing aborts the transaction with its error.
+    let err = redis::pipe()
+        .atomic()
+        .cmd("INCR")
+        .arg("n")
+        .cmd("NOT-A-COMMAND")
+        .query::<(i64, i64)>(&mut conn)
+        .unwrap_err();
+    assert!(err.to_string().contains("unknown command"), "{err}");
+    // Every reply was read: the connection is still in step.
+    assert!(!conn.is_broken());
+    let n: i64 = conn.get("n").unwrap();
+    assert_eq!(n, 3);
+}
+
+#[test]
+fn a_lowered_io_timeout_holds_for_its_checkout_only() {
+    let server = RedisServer::new();
+    let proxy = FaultProxy::new(server.addr());
+    let pool = pool(
+        builder(&proxy.url())
+            .socket_timeout(ms(2000))
+            .max_connections(1),
+    );
+    {
+        let mut conn = pool.get().unwrap();
+        conn.cap_io_timeout(ms(50)).unwrap();
+        let _: () = conn.set("k", "v").unwrap();
+    }
+    // A round trip now takes ~300 ms: longer than the lowered timeout,
+    // shorter than the configured one.
+    proxy.set_mode(Mode::Latency(ms(150)));
+    let mut conn = pool.get().unwrap();
+    assert!(conn.is_reused());
+    let v: String = conn.get("k").unwrap();
+    assert_eq!(v, "v");
+
+    conn.cap_io_timeout(ms(50)).unwrap();
+    let err: resilient_redis::Error = conn.get::<_, String>("k").unwrap_err().into();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err:?}");
+    assert!(conn.is_broken());
+
+    let err = conn.cap_io_timeout(Duration::ZERO).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert!(!err.may_have_executed());
+}
+
 /// Issue #11: a `Duration` from the caller is never added to an `Instant`
 /// unchecked. `get_timeout(Duration::MAX)` waits "forever" instead of
 /// panicking, on the real clock and on a manual clock advanced as far as

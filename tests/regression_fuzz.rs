@@ -26,7 +26,10 @@ fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
                 .path();
             let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             (
-                format!("{target}/{}", path.file_name().unwrap().to_string_lossy()),
+                format!(
+                    "{target}/{}",
+                    path.file_name().unwrap_or_default().to_string_lossy()
+                ),
                 bytes,
             )
         })

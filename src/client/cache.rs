@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use redis::{FromRedisValue, ToRedisArgs, Value};
 
-use super::inner::Write;
+use super::inner::Fallback;
 use super::Client;
-use crate::config::FallbackMode;
+use crate::consistency::{Access, Mirror};
 use crate::error::{Error, ErrorClass, ErrorKind};
-use crate::fallback::{MemoryStore, SetOutcome};
+use crate::fallback::{JournalOp, MemoryStore, SetOutcome};
 use crate::stats::Counters;
 
 /// Largest value accepted: Redis' own limit for a string.
@@ -30,23 +30,12 @@ impl Client {
         let key = i.key(key.as_ref());
         let bytes = i.cache_op(
             &[&key],
-            Write::None,
+            Access::Read,
             true,
+            Mirror::Forget,
             |c| redis::cmd("GET").arg(&key).query::<Option<Vec<u8>>>(c),
-            |m| Ok(m.get(&key).map(|v| v.to_vec())),
+            Fallback::Read(|m: &MemoryStore| Ok(m.get(&key).map(|v| v.to_vec()))),
         )?;
-        if self.write_through() {
-            if let Some(m) = &i.memory {
-                match &bytes {
-                    Some(v) => {
-                        let _ = m.set(&key, v, i.config.default_ttl);
-                    }
-                    None => {
-                        m.delete(&key);
-                    }
-                }
-            }
-        }
         self.count_read(bytes.is_some());
         bytes.map(|b| decode(b)).transpose()
     }
@@ -90,10 +79,15 @@ impl Client {
         let i = &*self.inner;
         let value = encode(value).map_err(|e| i.fail(e))?;
         let key = i.key(key);
+        let values: [&[u8]; 1] = [&value];
         i.cache_op(
             &[&key],
-            Write::Set,
+            Access::Overwrite,
             true,
+            Mirror::Set {
+                values: &values,
+                ttl,
+            },
             |c| {
                 let mut cmd = redis::cmd("SET");
                 cmd.arg(&key).arg(&value);
@@ -102,16 +96,10 @@ impl Client {
                 }
                 cmd.query::<()>(c)
             },
-            |m| memory_set(m, &key, &value, ttl),
-        )?;
-        if self.write_through() {
-            if let Some(m) = &i.memory {
-                // Too large for memory: the old copy is dropped, so no
-                // stale read can follow; Redis holds the value.
-                let _ = m.set(&key, &value, ttl);
-            }
-        }
-        Ok(())
+            Fallback::Write(JournalOp::Set, |m: &MemoryStore| {
+                memory_set(m, &key, &value, ttl)
+            }),
+        )
     }
 
     /// Deletes `key`; `true` when it existed.
@@ -122,19 +110,14 @@ impl Client {
     pub fn delete<K: AsRef<[u8]>>(&self, key: K) -> Result<bool, Error> {
         let i = &*self.inner;
         let key = i.key(key.as_ref());
-        let removed = i.cache_op(
+        i.cache_op(
             &[&key],
-            Write::Delete,
+            Access::Modify,
             true,
+            Mirror::Forget,
             |c| redis::cmd("DEL").arg(&key).query::<i64>(c).map(|n| n > 0),
-            |m| Ok(m.delete(&key)),
-        )?;
-        if self.write_through() {
-            if let Some(m) = &i.memory {
-                m.delete(&key);
-            }
-        }
-        Ok(removed)
+            Fallback::Write(JournalOp::Delete, |m: &MemoryStore| Ok(m.delete(&key))),
+        )
     }
 
     /// `true` when `key` exists.
@@ -147,15 +130,16 @@ impl Client {
         let key = i.key(key.as_ref());
         i.cache_op(
             &[&key],
-            Write::None,
+            Access::Read,
             true,
+            Mirror::Forget,
             |c| {
                 redis::cmd("EXISTS")
                     .arg(&key)
                     .query::<i64>(c)
                     .map(|n| n > 0)
             },
-            |m| Ok(m.exists(&key)),
+            Fallback::Read(|m: &MemoryStore| Ok(m.exists(&key))),
         )
     }
 
@@ -173,10 +157,11 @@ impl Client {
             )));
         }
         let key = i.key(key.as_ref());
-        let set = i.cache_op(
+        i.cache_op(
             &[&key],
-            Write::Set,
+            Access::Modify,
             true,
+            Mirror::Forget,
             |c| {
                 redis::cmd("PEXPIRE")
                     .arg(&key)
@@ -184,14 +169,8 @@ impl Client {
                     .query::<i64>(c)
                     .map(|n| n > 0)
             },
-            |m| Ok(m.expire(&key, ttl)),
-        )?;
-        if self.write_through() {
-            if let Some(m) = &i.memory {
-                m.expire(&key, ttl);
-            }
-        }
-        Ok(set)
+            Fallback::Write(JournalOp::Set, |m: &MemoryStore| Ok(m.expire(&key, ttl))),
+        )
     }
 
     /// Adds `delta` to the integer at `key` (a missing key counts as 0) and
@@ -208,21 +187,14 @@ impl Client {
     pub fn incr<K: AsRef<[u8]>>(&self, key: K, delta: i64) -> Result<i64, Error> {
         let i = &*self.inner;
         let key = i.key(key.as_ref());
-        let n = i.cache_op(
+        i.cache_op(
             &[&key],
-            Write::Set,
+            Access::Modify,
             false,
+            Mirror::Forget,
             |c| redis::cmd("INCRBY").arg(&key).arg(delta).query::<i64>(c),
-            |m| m.incr_by(&key, delta),
-        )?;
-        if self.write_through() {
-            if let Some(m) = &i.memory {
-                // Keep the memory copy's TTL: only the number changes.
-                let ttl = m.ttl(&key).flatten();
-                let _ = m.set(&key, n.to_string().as_bytes(), ttl);
-            }
-        }
-        Ok(n)
+            Fallback::MemoryOnly(|m: &MemoryStore| m.incr_by(&key, delta)),
+        )
     }
 
     /// The values of `keys`, in order; `None` for each missing key.
@@ -242,8 +214,9 @@ impl Client {
         let refs: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
         let values = i.cache_op(
             &refs,
-            Write::None,
+            Access::Read,
             true,
+            Mirror::Forget,
             |c| {
                 let mut cmd = redis::cmd("MGET");
                 for k in &keys {
@@ -251,7 +224,9 @@ impl Client {
                 }
                 cmd.query::<Vec<Option<Vec<u8>>>>(c)
             },
-            |m| Ok(keys.iter().map(|k| m.get(k).map(|v| v.to_vec())).collect()),
+            Fallback::Read(|m: &MemoryStore| {
+                Ok(keys.iter().map(|k| m.get(k).map(|v| v.to_vec())).collect())
+            }),
         )?;
         if values.len() != keys.len() {
             return Err(i.fail(Error::new(
@@ -263,15 +238,6 @@ impl Client {
                     values.len()
                 ),
             )));
-        }
-        if self.write_through() {
-            if let Some(m) = &i.memory {
-                for (k, v) in keys.iter().zip(&values) {
-                    if let Some(v) = v {
-                        let _ = m.set(k, v, i.config.default_ttl);
-                    }
-                }
-            }
         }
         values
             .into_iter()
@@ -297,11 +263,16 @@ impl Client {
             entries.push((i.key(k.as_ref()), encode(v).map_err(|e| i.fail(e))?));
         }
         let refs: Vec<&[u8]> = entries.iter().map(|(k, _)| &k[..]).collect();
+        let values: Vec<&[u8]> = entries.iter().map(|(_, v)| &v[..]).collect();
         let ttl = i.config.default_ttl;
         i.cache_op(
             &refs,
-            Write::Set,
+            Access::Overwrite,
             true,
+            Mirror::Set {
+                values: &values,
+                ttl,
+            },
             |c| match ttl {
                 None => {
                     let mut cmd = redis::cmd("MSET");
@@ -324,24 +295,12 @@ impl Client {
                     pipe.query::<()>(c)
                 }
             },
-            |m| {
+            Fallback::Write(JournalOp::Set, |m: &MemoryStore| {
                 entries
                     .iter()
                     .try_for_each(|(k, v)| memory_set(m, k, v, ttl))
-            },
-        )?;
-        if self.write_through() {
-            if let Some(m) = &i.memory {
-                for (k, v) in &entries {
-                    let _ = m.set(k, v, ttl);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn write_through(&self) -> bool {
-        self.inner.config.fallback_mode == FallbackMode::WriteThrough
+            }),
+        )
     }
 
     fn count_read(&self, hit: bool) {

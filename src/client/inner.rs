@@ -1,10 +1,7 @@
 //! The machinery behind [`Client`](super::Client): one call's walk through
-//! retry → router → breaker → pool, the fallback decision, and the
-//! reconciliation of keys written while Redis was unavailable.
+//! retry → router → breaker → pool with the consistency rules around each
+//! attempt, and the fallback decision.
 
-use std::borrow::Cow;
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -12,30 +9,37 @@ use parking_lot::Mutex;
 use redis::RedisResult;
 
 use super::outage::{Change, Outage};
-use crate::breaker::{BreakerListener, BreakerState, Transition};
+use crate::breaker::{BreakerListener, Transition};
 use crate::clock::SharedClock;
 use crate::config::{Config, FallbackMode};
+use crate::consistency::{Access, CommandKeys, Consistency, Mirror, Outcome};
 use crate::error::{Error, ErrorClass, ErrorKind};
 use crate::events::{Event, Listeners};
-use crate::fallback::{JournalOp, MemoryStore, OutageJournal, Reconcile};
+use crate::fallback::{JournalOp, MemoryStore, Reconcile};
 use crate::pool::{CloseReason, PoolListener, PooledConnection};
 use crate::retry::{Retrier, RetryObserver};
 use crate::router::prober::Prober;
 use crate::router::{Role, Router, Switch};
 use crate::stats::Counters;
 
-/// Keys per `DEL` (or per replay pipeline) during reconciliation.
+/// Keys per reconciliation pipeline.
 pub(crate) const RECONCILE_CHUNK: usize = 256;
 
-/// How a cache operation changes keys, for the journals.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Write {
-    /// A read: nothing to journal.
-    None,
-    /// The keys were written (set, incremented, given a TTL).
-    Set,
-    /// The keys were deleted.
-    Delete,
+/// Reconciliation pipelines per background tick, so that a key written
+/// faster than it can be reconciled cannot hold the thread.
+const RECONCILE_BATCHES_PER_TICK: usize = 64;
+
+/// What the in-memory store does for an operation when Redis cannot.
+pub(crate) enum Fallback<F> {
+    /// Nothing: the operation fails with the availability error (`INCR`:
+    /// a count the caller cannot tell from a right one is the worst answer).
+    /// A memory-only client (no Redis configured) still runs `F`: there the
+    /// store is the only truth.
+    MemoryOnly(F),
+    /// A read served from memory.
+    Read(F),
+    /// A write served from memory, journaled as this operation.
+    Write(JournalOp, F),
 }
 
 pub(crate) struct Inner {
@@ -46,19 +50,10 @@ pub(crate) struct Inner {
     pub(crate) retrier: Retrier,
     /// `None` when the fallback mode is `Disabled`.
     pub(crate) memory: Option<MemoryStore>,
-    /// Keys written in memory while Redis was unavailable.
-    pub(crate) journal: OutageJournal,
-    /// Keys written on the secondary while failover was active.
-    pub(crate) failover_journal: OutageJournal,
-    /// Set while `journal` or `reconciling` may hold keys: lets the hot
-    /// path skip both lookups.
-    journal_pending: AtomicBool,
-    /// Keys drained from `journal` whose reconciliation has not finished:
-    /// still served from memory, never from Redis.
-    reconciling: Mutex<HashSet<Vec<u8>>>,
+    /// Where each key's freshest value is; see [`crate::consistency`].
+    pub(crate) consistency: Consistency,
+    /// One background reconciliation (or restore cleaning) at a time.
     reconcile_lock: Mutex<()>,
-    reconcile_mode: Reconcile,
-    overflow_logged: AtomicBool,
     pub(crate) counters: Counters,
     pub(crate) outage: Outage,
     pub(crate) listeners: Arc<Listeners>,
@@ -116,16 +111,16 @@ impl Inner {
     ) -> Inner {
         let memory = (config.fallback_mode != FallbackMode::Disabled)
             .then(|| MemoryStore::from_config(&config, clock.clone()));
-        let journal_keys = config.fallback_max_entries;
+        let consistency = Consistency::new(
+            config.fallback_max_entries,
+            reconcile_mode,
+            config.fallback_mode == FallbackMode::WriteThrough,
+            router.as_ref().is_some_and(|r| r.secondary.is_some()),
+        );
         Inner {
             memory,
-            journal: OutageJournal::new(journal_keys),
-            failover_journal: OutageJournal::new(journal_keys),
-            journal_pending: AtomicBool::new(false),
-            reconciling: Mutex::new(HashSet::new()),
+            consistency,
             reconcile_lock: Mutex::new(()),
-            reconcile_mode,
-            overflow_logged: AtomicBool::new(false),
             counters: Counters::default(),
             outage: Outage::default(),
             listeners,
@@ -139,55 +134,144 @@ impl Inner {
 
     /// `prefix + key`, as sent to Redis and stored in memory; no copy
     /// when there is no prefix.
-    pub(crate) fn key<'k>(&self, key: &'k [u8]) -> Cow<'k, [u8]> {
+    pub(crate) fn key<'k>(&self, key: &'k [u8]) -> std::borrow::Cow<'k, [u8]> {
         let prefix = self.config.key_prefix.as_bytes();
         if prefix.is_empty() {
-            return Cow::Borrowed(key);
+            return std::borrow::Cow::Borrowed(key);
         }
         let mut k = Vec::with_capacity(prefix.len() + key.len());
         k.extend_from_slice(prefix);
         k.extend_from_slice(key);
-        Cow::Owned(k)
+        std::borrow::Cow::Owned(k)
     }
 
     /// One cache operation on `keys`: Redis first (retried, routed, guarded
-    /// by the breaker), memory when Redis is unavailable and the fallback
-    /// is on. `write` says how the operation changes the keys, for the
-    /// outage and failover journals.
+    /// by the breaker and the consistency rules), memory when Redis is
+    /// unavailable and `fallback` allows it.
     pub(crate) fn cache_op<T>(
         &self,
         keys: &[&[u8]],
-        write: Write,
+        access: Access,
         idempotent: bool,
+        mirror: Mirror<'_>,
         redis_op: impl FnMut(&mut PooledConnection) -> RedisResult<T>,
-        memory_op: impl FnOnce(&MemoryStore) -> Result<T, Error>,
+        fallback: Fallback<impl FnOnce(&MemoryStore) -> Result<T, Error>>,
     ) -> Result<T, Error> {
         Counters::bump(&self.counters.requests);
         if self.router.is_none() {
-            return self.serve_from_memory(keys, write, None, memory_op);
+            return self.serve_from_memory(keys, None, fallback);
         }
-        if self.reconciling_any(keys) {
-            // Only reconciliation lets these keys back to Redis: attempt it
-            // here too, or a workload touching nothing but journaled keys
-            // would never reach Redis again.
-            self.try_reconcile();
-            if self.reconciling_any(keys) {
-                return self.serve_from_memory(keys, write, None, memory_op);
-            }
+        if access == Access::Read
+            && self.memory.is_some()
+            && self.consistency.reads_from_memory(keys)
+        {
+            // The newest value was written during an outage and is not
+            // reconciled yet: Redis may hold an older one.
+            return self.serve_from_memory(keys, None, fallback);
         }
-        match self.redis(idempotent, redis_op) {
-            Ok((value, role)) => {
-                if role == Role::Secondary && write != Write::None {
-                    for k in keys {
-                        self.failover_journal.record_set(k);
-                    }
-                }
-                Ok(value)
-            }
-            Err(e) if self.memory.is_some() && is_availability_failure(&e) => {
-                self.serve_from_memory(keys, write, Some(&e), memory_op)
+        match self.tracked(keys, access, idempotent, mirror, redis_op) {
+            Ok(value) => Ok(value),
+            Err(e)
+                if self.memory.is_some()
+                    && is_availability_failure(&e)
+                    && !matches!(fallback, Fallback::MemoryOnly(_)) =>
+            {
+                self.serve_from_memory(keys, Some(&e), fallback)
             }
             Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    /// Runs `redis_op` on `keys` against Redis under the consistency rules:
+    /// each attempt records itself before it is sent, invalidates stale
+    /// copies first on the same connection, and checks off what it made
+    /// fresh once it is acknowledged.
+    pub(crate) fn tracked<T>(
+        &self,
+        keys: &[&[u8]],
+        access: Access,
+        idempotent: bool,
+        mirror: Mirror<'_>,
+        mut redis_op: impl FnMut(&mut PooledConnection) -> RedisResult<T>,
+    ) -> Result<T, Error> {
+        let memory = self.memory.as_ref();
+        self.redis(idempotent, |conn, role| {
+            let epoch = self.router.as_ref().map_or(0, Router::epoch);
+            let ticket = self.consistency.begin(keys, role, epoch, access, memory)?;
+            if let Some(prepare) = ticket.prepare() {
+                if let Err(e) = prepare.query::<()>(conn) {
+                    let outcome = Outcome {
+                        prepared: false,
+                        done: false,
+                    };
+                    self.consistency
+                        .finish(ticket, keys, outcome, mirror, memory);
+                    // Only the invalidation (idempotent) may have run; the
+                    // operation itself was never sent.
+                    return Err(Error::from_redis(e).with_may_have_executed(false));
+                }
+            }
+            let result = redis_op(conn).map_err(Error::from_redis);
+            let outcome = Outcome {
+                prepared: true,
+                done: result.is_ok(),
+            };
+            self.consistency
+                .finish(ticket, keys, outcome, mirror, memory);
+            result
+        })
+        .map(|(value, _)| value)
+    }
+
+    /// A command or pipeline through `execute`/`pipeline`: tracked by the
+    /// keys the client can tell; a command whose keys it cannot tell is
+    /// sent only to the primary, and when it may have written, every
+    /// journaled or write-through memory value is dropped.
+    pub(crate) fn command<T>(
+        &self,
+        keys: CommandKeys,
+        idempotent: bool,
+        mut op: impl FnMut(&mut PooledConnection) -> RedisResult<T>,
+    ) -> Result<T, Error> {
+        Counters::bump(&self.counters.requests);
+        let result = match keys {
+            CommandKeys::Known { keys, read_only } => {
+                let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+                let access = if read_only {
+                    Access::Read
+                } else {
+                    Access::Modify
+                };
+                self.tracked(&refs, access, idempotent, Mirror::Forget, op)
+            }
+            CommandKeys::Unknown => {
+                let result = self
+                    .redis(idempotent, |conn, role| {
+                        if role == Role::Secondary {
+                            return Err(Error::new(
+                                ErrorKind::Unsupported,
+                                ErrorClass::Permanent,
+                                "not sent to the secondary redis: the client cannot tell which keys this command touches, so a later read could not be kept from older values",
+                            ));
+                        }
+                        op(conn).map_err(Error::from_redis)
+                    })
+                    .map(|(v, _)| v);
+                // Acknowledged or not, it may have overwritten any key.
+                self.forget_memory_values();
+                result
+            }
+        };
+        result.map_err(|e| self.fail(e))
+    }
+
+    fn forget_memory_values(&self) {
+        let memory = self.memory.as_ref();
+        self.consistency.forget_memory_values(memory);
+        if self.config.fallback_mode == FallbackMode::WriteThrough {
+            if let Some(m) = memory {
+                m.clear();
+            }
         }
     }
 
@@ -201,9 +285,8 @@ impl Inner {
     fn serve_from_memory<T>(
         &self,
         keys: &[&[u8]],
-        write: Write,
         cause: Option<&Error>,
-        memory_op: impl FnOnce(&MemoryStore) -> Result<T, Error>,
+        fallback: Fallback<impl FnOnce(&MemoryStore) -> Result<T, Error>>,
     ) -> Result<T, Error> {
         let Some(memory) = &self.memory else {
             return Err(self.fail(Error::new(
@@ -223,45 +306,42 @@ impl Inner {
             // A journaled key, kept in memory until reconciled.
             None => self.outage.served_journaled(self.clock.now()),
         }
-        let result = memory_op(memory);
-        match write {
-            Write::None => Counters::bump(&self.counters.fallback_reads),
-            Write::Set | Write::Delete => {
+        let result = match fallback {
+            // Only `INCR` uses it: a write.
+            Fallback::MemoryOnly(op) if self.router.is_none() => {
                 Counters::bump(&self.counters.fallback_writes);
-                // Memory-only clients have nothing to reconcile with.
-                if self.router.is_some() {
-                    for k in keys {
-                        if write == Write::Set {
-                            self.journal.record_set(k);
-                        } else {
-                            self.journal.record_delete(k);
-                        }
-                    }
-                    self.journal_pending.store(true, Ordering::Release);
-                }
+                op(memory)
             }
-        }
+            Fallback::Read(op) => {
+                Counters::bump(&self.counters.fallback_reads);
+                op(memory)
+            }
+            Fallback::Write(_, op) if self.router.is_none() => {
+                Counters::bump(&self.counters.fallback_writes);
+                op(memory)
+            }
+            Fallback::Write(journal_op, op) => {
+                Counters::bump(&self.counters.fallback_writes);
+                self.consistency
+                    .write_to_memory(keys, journal_op, memory, op)
+            }
+            // Not reached: `cache_op` never sends these here with a router.
+            Fallback::MemoryOnly(_) => Err(Error::new(
+                ErrorKind::Connection,
+                ErrorClass::Transient,
+                "redis is unavailable and this operation is not served from memory",
+            )),
+        };
         result.map_err(|e| self.fail(e))
     }
 
-    /// `true` when one of `keys` was written during an outage and is not
-    /// reconciled yet: it must not be read from Redis, which may hold an
-    /// older value.
-    fn reconciling_any(&self, keys: &[&[u8]]) -> bool {
-        if !self.journal_pending.load(Ordering::Acquire) {
-            return false;
-        }
-        let reconciling = self.reconciling.lock();
-        keys.iter()
-            .any(|k| self.journal.contains(k) || reconciling.contains(*k))
-    }
-
-    /// Runs `op` against Redis: retries → router → breaker → pool. Returns
-    /// the value and which endpoint served it.
+    /// Runs `op` against Redis: retries → router → breaker → pool. `op` is
+    /// told which endpoint its connection goes to. Returns the value and
+    /// which endpoint served it.
     pub(crate) fn redis<T>(
         &self,
         idempotent: bool,
-        mut op: impl FnMut(&mut PooledConnection) -> RedisResult<T>,
+        mut op: impl FnMut(&mut PooledConnection, Role) -> Result<T, Error>,
     ) -> Result<(T, Role), Error> {
         let Some(router) = &self.router else {
             return Err(Error::new(
@@ -301,190 +381,133 @@ impl Inner {
         });
     }
 
-    /// Redis answered a call: release the fallback and reconcile.
+    /// Redis answered a call: release the fallback. Reconciliation is the
+    /// background thread's (see [`Inner::reconcile`]): no caller waits for it.
     fn redis_answered(&self) {
         // Every successful call gets here: read the clock only during an
         // outage (`Outage::redis_answered` does nothing otherwise).
-        let change = if self.outage.is_engaged() {
-            self.outage.redis_answered(self.clock.now())
-        } else {
-            Change::None
-        };
-        if let Change::Released { served, duration } = change {
+        if !self.outage.is_engaged() {
+            return;
+        }
+        if let Change::Released { served, duration } = self.outage.redis_answered(self.clock.now())
+        {
             self.listeners.emit(Event::FallbackReleased {
                 served_from_memory: served,
                 duration,
             });
-            self.reconcile();
-        } else if self.journal_pending.load(Ordering::Acquire) {
-            self.reconcile();
         }
     }
 
-    /// Reconciles unless the active endpoint's breaker is open (then the
-    /// attempt could only fail, after draining and re-recording the journal).
-    fn try_reconcile(&self) {
-        let open = self.router.as_ref().is_some_and(|r| {
-            let b = r.active().breaker.snapshot();
-            // An open period that has elapsed still reads `Open` until the
-            // next permit request: that one may go ahead and probe.
-            b.state == BreakerState::ForcedOpen
-                || (b.state == BreakerState::Open && b.retry_after.is_some_and(|d| !d.is_zero()))
-        });
-        if !open {
-            self.reconcile();
-        }
+    /// The background thread's tick: probes the primary when failover
+    /// makes one due, and reconciles tracked keys.
+    pub(crate) fn background_tick(&self) {
+        self.probe_tick();
+        self.reconcile();
     }
 
-    /// After a complete reconciliation in `OnFailure` mode, memory holds
-    /// only what was written during the outage: Redis is the truth again,
-    /// and a later outage must not serve those values.
-    fn clear_memory_after_outage(&self) {
-        if self.config.fallback_mode == FallbackMode::OnFailure
-            && !self.outage.is_engaged()
-            && !self.journal_pending.load(Ordering::Acquire)
-        {
-            if let Some(memory) = &self.memory {
-                memory.clear();
+    /// Sends the reconciliation of tracked keys to the endpoints that can
+    /// take it now: journaled keys and stale copies to the active endpoint,
+    /// stale copies to the secondary once calls have left it. Runs on the
+    /// background thread (and before a restore), never in a caller's call.
+    pub(crate) fn reconcile(&self) {
+        let Some(router) = &self.router else {
+            return;
+        };
+        if self.consistency.len() == 0 {
+            return;
+        }
+        // Blocks only a concurrent restore (a user's `probe_primary`) for
+        // the background thread's pass, never a cache call.
+        let _guard = self.reconcile_lock.lock();
+        let active = router.active().role;
+        for endpoint in router.endpoints() {
+            let is_active = endpoint.role == active;
+            // A primary calls have left (rate-limited or down) is cleaned
+            // before the restore instead: every command there is billed.
+            if is_active || endpoint.role == Role::Secondary {
+                self.reconcile_on(router, endpoint, is_active);
             }
         }
     }
 
-    /// Reconciles the outage journal with Redis: deletes (or replays) every
-    /// key written in memory during the outage. One thread at a time; the
-    /// others keep serving journaled keys from memory until it is done.
-    pub(crate) fn reconcile(&self) {
-        let Some(_guard) = self.reconcile_lock.try_lock() else {
-            return;
-        };
-        let drained = self.journal.drain();
-        if drained.overflowed() && !self.overflow_logged.swap(true, Ordering::Relaxed) {
-            log::warn!(
-                "the outage journal overflowed: {} keys written during the outage were not recorded and may read older values from redis until they expire",
-                drained.dropped
-            );
-        }
-        self.counters
-            .journal_overflows
-            .fetch_add(drained.dropped, Ordering::Relaxed);
-        if drained.entries.is_empty() {
-            self.settle_pending();
-            self.clear_memory_after_outage();
-            return;
-        }
-        {
-            let mut reconciling = self.reconciling.lock();
-            reconciling.extend(drained.entries.iter().map(|e| e.key.to_vec()));
-        }
-        let mut done = 0;
-        let mut failed = 0;
-        let mut endpoint = Role::Primary;
-        for (i, chunk) in drained.entries.chunks(RECONCILE_CHUNK).enumerate() {
-            match self.reconcile_chunk(chunk) {
-                Ok(role) => {
-                    endpoint = role;
-                    done += chunk.len();
-                    if role == Role::Secondary {
-                        for e in chunk {
-                            self.failover_journal.record_set(&e.key);
-                        }
-                    }
+    /// Reconciles what `endpoint` can take; returns whether every batch
+    /// went through.
+    pub(crate) fn reconcile_on(
+        &self,
+        router: &Router,
+        endpoint: &crate::router::RedisEndpoint,
+        active: bool,
+    ) -> bool {
+        let memory = self.memory.as_ref();
+        let (mut keys, mut journaled, mut failed) = (0usize, 0usize, None);
+        for _ in 0..RECONCILE_BATCHES_PER_TICK {
+            let epoch = router.epoch();
+            let Some(batch) =
+                self.consistency
+                    .plan(endpoint.role, active, epoch, RECONCILE_CHUNK, memory)
+            else {
+                break;
+            };
+            let (n, j) = (batch.len(), batch.journaled());
+            let mut send = |c: &mut PooledConnection, role: Role| {
+                if role != batch.role {
+                    return Err(Error::new(
+                        ErrorKind::Unsupported,
+                        ErrorClass::Permanent,
+                        "calls switched endpoints: the batch is planned again",
+                    ));
+                }
+                batch.pipeline.query::<()>(c).map_err(Error::from_redis)
+            };
+            // To the active endpoint through the router, so that a quota
+            // cooldown keeps it away (and its end lets it probe) as it does
+            // callers; to a secondary calls have left, directly.
+            let sent = if active {
+                router.call(true, None, &mut send).0.map(|((), _)| ())
+            } else {
+                endpoint.call(None, &mut send)
+            };
+            match sent {
+                Ok(()) => {
+                    self.consistency.reconciled(batch, epoch, memory);
+                    keys += n;
+                    journaled += j;
                 }
                 Err(e) => {
-                    // Put the rest back: it is retried on the next success.
-                    log::debug!("reconciliation stopped: {e}");
-                    for e in &drained.entries[i * RECONCILE_CHUNK..] {
-                        match e.op {
-                            JournalOp::Set => self.journal.record_set(&e.key),
-                            JournalOp::Delete => self.journal.record_delete(&e.key),
-                        }
-                    }
-                    failed = drained.entries.len() - done;
+                    self.consistency.abandon(batch);
+                    log::debug!(
+                        "reconciliation on the {} redis stopped: {e}",
+                        endpoint.role.as_str()
+                    );
+                    failed = Some(n);
                     break;
                 }
             }
         }
-        self.reconciling.lock().clear();
-        self.settle_pending();
-        self.clear_memory_after_outage();
-        self.counters
-            .reconciled_keys
-            .fetch_add(done as u64, Ordering::Relaxed);
-        if done > 0 {
+        if keys > 0 {
+            Counters::bump_by(&self.counters.reconciled_keys, keys as u64);
             log::info!(
-                "reconciled {done} keys written during the outage ({} on the {})",
-                match self.reconcile_mode {
+                "reconciled {keys} keys on the {} redis ({journaled} written during an outage, {})",
+                endpoint.role.as_str(),
+                match self.consistency.mode() {
                     Reconcile::Invalidate => "invalidated",
                     Reconcile::Replay => "replayed",
                 },
-                endpoint.as_str()
             );
+            self.listeners.emit(Event::Reconciled {
+                endpoint: endpoint.role.as_str(),
+                keys,
+                failed: failed.unwrap_or(0),
+                overflowed: false,
+            });
         }
-        self.listeners.emit(Event::Reconciled {
-            endpoint: endpoint.as_str(),
-            keys: done,
-            failed,
-            overflowed: drained.overflowed(),
-        });
-    }
-
-    /// Clears the pending flag once nothing is journaled or in flight.
-    fn settle_pending(&self) {
-        let reconciling = self.reconciling.lock();
-        if reconciling.is_empty() && self.journal.is_empty() {
-            self.journal_pending.store(false, Ordering::Release);
-        }
-    }
-
-    fn reconcile_chunk(&self, chunk: &[crate::fallback::JournalEntry]) -> Result<Role, Error> {
-        let mut pipe = redis::pipe();
-        match self.reconcile_mode {
-            Reconcile::Invalidate => {
-                let mut del = redis::cmd("DEL");
-                for e in chunk {
-                    del.arg(&e.key[..]);
-                }
-                pipe.add_command(del).ignore();
-            }
-            Reconcile::Replay => {
-                for e in chunk {
-                    let replay = match e.op {
-                        JournalOp::Set => self
-                            .memory
-                            .as_ref()
-                            .and_then(|m| m.entry_for_replay(&e.key)),
-                        JournalOp::Delete => None,
-                    };
-                    match replay {
-                        Some((value, Some(ttl))) => {
-                            let ms = ttl.as_millis().max(1) as u64;
-                            pipe.cmd("SET")
-                                .arg(&e.key[..])
-                                .arg(&value[..])
-                                .arg("PX")
-                                .arg(ms);
-                        }
-                        Some((value, None)) => {
-                            pipe.cmd("SET").arg(&e.key[..]).arg(&value[..]);
-                        }
-                        // Deleted, expired or evicted in memory: delete in Redis.
-                        None => {
-                            pipe.cmd("DEL").arg(&e.key[..]);
-                        }
-                    }
-                    pipe.ignore();
-                }
-            }
-        }
-        // Both forms are idempotent: DEL and plain SET may be re-sent.
-        self.redis(true, |c| pipe.query::<()>(c))
-            .map(|((), role)| role)
+        failed.is_none()
     }
 }
 
 /// Failures that mean "Redis cannot serve this now": served from memory
 /// when the fallback is on. Permanent errors (WRONGTYPE, bad auth, bad
-/// input) are the caller's to see.
+/// input, a full journal) are the caller's to see.
 fn is_availability_failure(e: &Error) -> bool {
     matches!(e.class(), ErrorClass::Transient | ErrorClass::RateLimited)
 }

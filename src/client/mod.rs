@@ -17,6 +17,7 @@ use self::inner::{Bridge, Inner};
 use crate::breaker::BreakerState;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
+use crate::consistency::{command_keys, pipeline_keys, CommandKeys};
 use crate::error::{Error, ErrorKind};
 use crate::events::{EventListener, Listeners};
 use crate::fallback::Reconcile;
@@ -31,6 +32,16 @@ use crate::stats::{EndpointStats, Stats};
 /// permit → pooled connection → command with socket timeouts → the outcome
 /// is classified and recorded } → when Redis is unavailable and the
 /// fallback is on, the in-memory store answers.
+///
+/// # How long a call can take
+///
+/// Every call returns within [`Config::call_bound`], which is computed from
+/// the configuration (checkout, socket and call timeouts, retries and
+/// backoff, failover to the secondary); with
+/// [`call_timeout`](Config::call_timeout) set, within about that. A pipeline
+/// to a silent server costs one socket timeout, not one per command; a pool
+/// that stays exhausted for a whole checkout timeout fails the call with
+/// [`ErrorKind::PoolTimeout`] without retrying (it is overloaded).
 ///
 /// # About threads and cloning
 ///
@@ -147,18 +158,20 @@ impl ClientBuilder {
         if let Some(seed) = seed {
             retrier = retrier.with_seed(seed);
         }
-        let has_secondary = router.as_ref().is_some_and(|r| r.secondary.is_some());
-        // The thread wakes often and cheaply (an atomic load while no
-        // failover is active); whether a probe is due is decided by the
-        // client's clock, so a manual clock drives it in tests.
+        let has_router = router.is_some();
+        // The thread wakes often and cheaply (atomic loads while no
+        // failover is active and no key is tracked); whether a probe is due
+        // is decided by the client's clock, so a manual clock drives it in
+        // tests. It also reconciles keys written during outages, so that
+        // no caller waits for that.
         let wake_every = config
             .health_check_interval
             .min(std::time::Duration::from_millis(50));
         let inner = Arc::new(Inner::new(
             config, clock, router, retrier, reconcile, listeners,
         ));
-        if has_secondary {
-            let prober = Prober::start(Arc::downgrade(&inner), wake_every, Inner::probe_tick);
+        if has_router {
+            let prober = Prober::start(Arc::downgrade(&inner), wake_every, Inner::background_tick);
             let _ = inner.prober.set(prober);
         }
         Ok(Client { inner })
@@ -212,6 +225,22 @@ impl Client {
     /// unavailable this fails with the availability error
     /// ([`ErrorKind::CircuitOpen`], [`ErrorKind::Connection`], ...).
     ///
+    /// # Guarantees
+    ///
+    /// The client reads the command's keys from a table of Redis' key
+    /// positions (`GET`, `SET`, `MSET`, `DEL`, `HSET`, `EVAL` with its
+    /// `numkeys`, ... about 140 commands), and keeps the read-your-writes
+    /// guarantee for them as for the cache methods: a write through
+    /// `execute` is journaled on the secondary, and a key written during an
+    /// outage or a failover is invalidated before this command reads it.
+    ///
+    /// A command the table does not know (a module command, `FLUSHDB`, a
+    /// cursor argument) may touch any key. The client takes the
+    /// conservative path: it is sent only to the primary (during failover
+    /// it fails with [`ErrorKind::Unsupported`], nothing sent), and once it
+    /// may have run, every value written to memory during an outage is
+    /// dropped (reads of those keys miss until reconciled).
+    ///
     /// # Errors
     ///
     /// The command's error, classified ([`Error::kind`], [`Error::class`]).
@@ -230,30 +259,27 @@ impl Client {
         cmd: &redis::Cmd,
         idempotency: Idempotency,
     ) -> Result<T, Error> {
-        self.command(idempotency.for_cmd(cmd), |c| cmd.query::<T>(c))
+        self.inner
+            .command(command_keys(cmd), idempotency.for_cmd(cmd), |c| {
+                cmd.query::<T>(c)
+            })
     }
 
     /// Runs a pipeline (or a `MULTI`/`EXEC` transaction with
     /// [`redis::Pipeline::atomic`]). Retried only when every command is
     /// idempotent and it is not a transaction, or when nothing was sent.
+    /// Its keys are tracked as for [`Client::execute`], every command's
+    /// together.
     ///
     /// # Errors
     ///
     /// As [`Client::execute`].
     pub fn pipeline<T: FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, Error> {
-        self.command(Idempotency::Auto.for_pipeline(pipe), |c| pipe.query::<T>(c))
-    }
-
-    fn command<T>(
-        &self,
-        idempotent: bool,
-        mut op: impl FnMut(&mut crate::pool::PooledConnection) -> redis::RedisResult<T>,
-    ) -> Result<T, Error> {
-        let i = &*self.inner;
-        crate::stats::Counters::bump(&i.counters.requests);
-        i.redis(idempotent, &mut op)
-            .map(|(v, _)| v)
-            .map_err(|e| i.fail(e))
+        self.inner.command(
+            pipeline_keys(pipe),
+            Idempotency::Auto.for_pipeline(pipe),
+            |c| pipe.query::<T>(c),
+        )
     }
 
     /// Sends `PING` and returns the round-trip time.
@@ -263,7 +289,13 @@ impl Client {
     /// The availability error when no Redis answers (never served from memory).
     pub fn ping(&self) -> Result<Duration, Error> {
         let start = Instant::now();
-        let pong: String = self.command(true, |c| redis::cmd("PING").query(c))?;
+        let keyless = CommandKeys::Known {
+            keys: Vec::new(),
+            read_only: true,
+        };
+        let pong: String = self
+            .inner
+            .command(keyless, true, |c| redis::cmd("PING").query(c))?;
         if pong != "PONG" {
             return Err(self.inner.fail(Error::new(
                 ErrorKind::UnexpectedReply,
@@ -362,7 +394,8 @@ impl Client {
         i.counters.fill(&mut s);
         s.fallback_active = i.outage.is_engaged();
         s.fallback_entries = i.memory.as_ref().map_or(0, |m| m.len() as u64);
-        s.journal_len = i.journal.len() as u64;
+        s.journal_len = i.consistency.journaled() as u64;
+        s.journal_overflows = i.consistency.refused();
         if let Some(router) = &i.router {
             s.failover_active = router.failover_active();
             s.endpoints = router

@@ -139,8 +139,10 @@ impl ConfigBuilder {
         self
     }
 
-    /// Overall deadline of one call (attempts and backoff). Defaults to
-    /// `None`: bounded by attempts × timeouts only.
+    /// Overall deadline of one call: checkouts, socket I/O (each attempt's
+    /// socket timeouts are lowered to the time left) and backoff. Defaults
+    /// to `None`: bounded by attempts × timeouts only. See
+    /// [`Config::call_bound`].
     pub fn call_timeout(mut self, v: Option<Duration>) -> Self {
         self.config.call_timeout = v;
         self

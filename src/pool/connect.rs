@@ -20,7 +20,9 @@ pub(crate) struct RedisManager {
     redacted: String,
     /// `rediss://`: a reset while connecting is a TLS handshake failure.
     tls: bool,
-    socket_timeout: Duration,
+    /// Read and write timeout of every socket (restored after a checkout
+    /// that lowered it).
+    pub(crate) socket_timeout: Duration,
 }
 
 /// The TCP options every pooled socket gets: keepalive with the configured

@@ -231,6 +231,12 @@ impl<M: Manage> Shared<M> {
                         bump(&self.counters.checkouts);
                         return Ok((entry, true));
                     }
+                    // A failed health check may have used up the time: do
+                    // not PING the next idle connection past the deadline.
+                    if self.clock.now() >= deadline {
+                        bump(&self.counters.wait_timeouts);
+                        return Err(self.pool_timeout(self.settings.checkout_timeout));
+                    }
                 }
                 Grant::Dial => {
                     let entry = self.dial(deadline)?;

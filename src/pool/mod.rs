@@ -31,11 +31,11 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis::{Connection, ConnectionLike, RedisResult, Value};
+use redis::{Connection, ConnectionLike, RedisError, RedisResult, Value};
 
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Config, Endpoint};
-use crate::error::Error;
+use crate::error::{Error, ErrorClass, ErrorKind};
 
 mod connect;
 pub(crate) mod core;
@@ -43,6 +43,7 @@ mod maintenance;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use self::connect::handshake_replies;
 use self::connect::{breaks_connection, RedisManager};
 use self::core::{Entry, Settings, Shared};
 use self::maintenance::Maintenance;
@@ -152,10 +153,26 @@ impl Pool {
     ///
     /// As [`Pool::get`].
     pub fn get_timeout(&self, timeout: Duration) -> Result<PooledConnection, Error> {
-        self.get_deadline(crate::clock::saturating_add(
-            self.shared.clock.now(),
-            timeout,
-        ))
+        self.get_deadline(deadline_after(self.shared.clock.now(), timeout))
+    }
+
+    /// A connection for one attempt of a call that must end by `deadline`
+    /// (if any): the checkout waits until the earlier of `deadline` and the
+    /// checkout timeout, and the connection's read and write timeouts are
+    /// lowered to the time then left (see
+    /// [`PooledConnection::cap_io_timeout`]).
+    pub(crate) fn get_for_call(
+        &self,
+        deadline: Option<Instant>,
+    ) -> Result<PooledConnection, Error> {
+        let Some(deadline) = deadline else {
+            return self.get();
+        };
+        let now = self.shared.clock.now();
+        let own = deadline_after(now, self.shared.settings.checkout_timeout);
+        let mut conn = self.get_deadline(deadline.min(own))?;
+        conn.cap_io_timeout(deadline.saturating_duration_since(self.shared.clock.now()))?;
+        Ok(conn)
     }
 
     /// A connection, waiting until `deadline` at most (an instant of the
@@ -170,11 +187,13 @@ impl Pool {
 
     fn checkout(&self, deadline: Instant, wait: bool) -> Result<PooledConnection, Error> {
         let (entry, reused) = self.shared.checkout(deadline, wait)?;
+        let socket_timeout = self.shared.manager.socket_timeout;
         Ok(PooledConnection {
             shared: self.shared.clone(),
             entry: Some(entry),
             broken: false,
             reused,
+            io_timeout: socket_timeout,
         })
     }
 
@@ -200,6 +219,18 @@ impl Pool {
     }
 }
 
+/// `now + timeout`, or the latest instant this platform can represent on
+/// the way there (`Instant + Duration::MAX` would panic).
+fn deadline_after(now: Instant, timeout: Duration) -> Instant {
+    let mut step = timeout;
+    loop {
+        if let Some(at) = now.checked_add(step) {
+            return at;
+        }
+        step /= 2;
+    }
+}
+
 impl fmt::Debug for Pool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pool")
@@ -217,6 +248,13 @@ impl fmt::Debug for Pool {
 /// instead of returning it. Error replies such as `WRONGTYPE` leave it
 /// usable.
 ///
+/// A pipeline (and a `MULTI`/`EXEC` transaction) is sent at once and its
+/// replies are read one at a time, all within one socket timeout from the
+/// moment it is sent: at the first I/O error, timeout or malformed reply
+/// the connection is abandoned (closed on drop) and the error returned, so
+/// a silent server costs one socket timeout, not one per command. Such an
+/// error says [`Error::may_have_executed`]: the commands were written.
+///
 /// It dereferences to [`redis::Connection`] for reading. It deliberately
 /// does not implement `DerefMut` (redis-rs would then run commands on the
 /// bare connection, unwatched); [`PooledConnection::raw_mut`] gives mutable
@@ -228,6 +266,23 @@ pub struct PooledConnection {
     entry: Option<Entry<Connection>>,
     broken: bool,
     reused: bool,
+    /// The read and write timeout now set on the socket: the configured
+    /// socket timeout unless [`PooledConnection::cap_io_timeout`] lowered it.
+    io_timeout: Duration,
+}
+
+/// How far a pipeline's reply reads may overrun its I/O budget: the read
+/// timeout is lowered to the time left only when it would otherwise
+/// overrun by more than this, so a pipeline whose replies come at once
+/// costs no extra syscall.
+pub(crate) const IO_GRANULARITY: Duration = Duration::from_millis(1);
+
+/// An I/O timeout raised by the pool itself (a pipeline past its budget).
+fn timed_out(what: &str) -> RedisError {
+    RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        what.to_string(),
+    ))
 }
 
 impl PooledConnection {
@@ -248,9 +303,54 @@ impl PooledConnection {
         self.reused
     }
 
+    /// Lowers this connection's read and write timeouts to `max` until it
+    /// goes back to the pool (which then restores the configured socket
+    /// timeout). Does nothing when `max` is not below the timeout in force,
+    /// so it costs no syscall then. The client calls it with the time left
+    /// until the call's deadline (`call_timeout`).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) when `max` is zero
+    /// (no time is left: nothing is sent), or the socket error when the
+    /// timeout cannot be set (the connection is then closed on drop).
+    /// Nothing was sent: [`Error::may_have_executed`] is `false`.
+    pub fn cap_io_timeout(&mut self, max: Duration) -> Result<(), Error> {
+        if max >= self.io_timeout {
+            return Ok(());
+        }
+        if max.is_zero() {
+            return Err(Error::new(
+                ErrorKind::Timeout,
+                ErrorClass::Transient,
+                format!(
+                    "no time left for the command to {}: the call deadline has passed",
+                    self.shared.settings.endpoint
+                ),
+            )
+            // The caller's time ran out; nothing says the server is unwell.
+            .with_counts_against_breaker(false)
+            .with_may_have_executed(false));
+        }
+        let conn = &self.conn_mut().conn;
+        let set = conn
+            .set_read_timeout(Some(max))
+            .and_then(|()| conn.set_write_timeout(Some(max)));
+        // Whatever happened, the socket's timeouts are no longer known to be
+        // the configured ones.
+        self.io_timeout = max;
+        if let Err(err) = set {
+            self.broken = true;
+            return Err(Error::from_redis(err).with_may_have_executed(false));
+        }
+        Ok(())
+    }
+
     /// The bare connection, mutably (for `as_pubsub`, `send_packed_command`
     /// and the like). Errors seen through it are not watched: call
     /// [`PooledConnection::mark_broken`] after an I/O error or a timeout.
+    /// Subscriptions are connection state the pool cannot see: call
+    /// [`PooledConnection::mark_broken`] after using `as_pubsub`, too.
     pub fn raw_mut(&mut self) -> &mut Connection {
         &mut self.conn_mut().conn
     }
@@ -261,6 +361,57 @@ impl PooledConnection {
             // `entry` is taken only in `drop`.
             None => unreachable!("PooledConnection used after drop"),
         }
+    }
+
+    /// Sends a packed pipeline at once and reads its replies one at a time
+    /// within one I/O timeout from now, stopping at the first failure (the
+    /// caller marks the connection broken then). Mirrors redis-rs'
+    /// `req_packed_commands`: the first `offset` replies (`MULTI` and the
+    /// `QUEUED`s of a transaction) are checked for error replies and
+    /// dropped, push messages are skipped, `count` replies are returned
+    /// with the first error reply among the dropped ones, if any.
+    fn pipelined(
+        &mut self,
+        cmd: &[u8],
+        offset: usize,
+        count: usize,
+    ) -> RedisResult<(Vec<Value>, Option<redis::ServerError>)> {
+        let budget = self.io_timeout;
+        let start = Instant::now();
+        let conn = &mut self.conn_mut().conn;
+        conn.send_packed_command(cmd)?;
+        let mut read_timeout = budget;
+        let mut values = Vec::with_capacity(count);
+        let mut queued_error = None;
+        let mut idx = 0;
+        while idx < offset.saturating_add(count) {
+            let left = budget.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                return Err(timed_out(
+                    "pipeline replies did not arrive within the socket timeout",
+                ));
+            }
+            // Only when the timeout in force could overrun the budget by
+            // more than the granularity: no syscall while replies flow.
+            if left.saturating_add(IO_GRANULARITY) < read_timeout {
+                conn.set_read_timeout(Some(left))?;
+                read_timeout = left;
+            }
+            match conn.recv_response()? {
+                // RESP3 pushes are not replies.
+                Value::Push { .. } => continue,
+                Value::ServerError(err) if idx < offset => {
+                    queued_error.get_or_insert(err);
+                }
+                _ if idx < offset => {}
+                value => values.push(value),
+            }
+            idx += 1;
+        }
+        if read_timeout != budget {
+            conn.set_read_timeout(Some(budget))?;
+        }
+        Ok((values, queued_error))
     }
 
     fn watch<T>(&mut self, result: RedisResult<T>) -> RedisResult<T> {
@@ -290,14 +441,28 @@ impl ConnectionLike for PooledConnection {
         self.watch(result)
     }
 
+    /// Not redis-rs' `req_packed_commands`, which keeps reading every reply
+    /// after a timeout (N commands to a silent server would cost N socket
+    /// timeouts): see [`PooledConnection`].
     fn req_packed_commands(
         &mut self,
         cmd: &[u8],
         offset: usize,
         count: usize,
     ) -> RedisResult<Vec<Value>> {
-        let result = self.raw_mut().req_packed_commands(cmd, offset, count);
-        self.watch(result)
+        match self.pipelined(cmd, offset, count) {
+            Ok((values, None)) => Ok(values),
+            // A command refused while queueing aborted the transaction: its
+            // error says which (EXEC's own reply only says EXECABORT). Every
+            // reply was read: the connection stays usable.
+            Ok((_, Some(queued))) => Err(RedisError::from(queued)),
+            Err(err) => {
+                // Replies may be left unread: whatever the error, the next
+                // borrower must not get them.
+                self.broken = true;
+                Err(err)
+            }
+        }
     }
 
     fn get_db(&self) -> i64 {
@@ -319,6 +484,19 @@ impl ConnectionLike for PooledConnection {
 
 impl Drop for PooledConnection {
     fn drop(&mut self) {
+        let configured = self.shared.manager.socket_timeout;
+        if !self.broken && self.io_timeout != configured {
+            // Give the next borrower the configured timeouts back.
+            if let Some(entry) = &self.entry {
+                let restored = entry
+                    .conn
+                    .set_read_timeout(Some(configured))
+                    .and_then(|()| entry.conn.set_write_timeout(Some(configured)));
+                if restored.is_err() {
+                    self.broken = true;
+                }
+            }
+        }
         if let Some(entry) = self.entry.take() {
             self.shared.checkin(entry, self.broken);
         }

@@ -44,6 +44,8 @@ struct Fake {
     gate: Option<Receiver<()>>,
     in_flight: AtomicU32,
     max_in_flight: AtomicU32,
+    /// Each PING takes this long on this clock (a silent server).
+    ping_takes: Mutex<Option<(ManualClock, Duration)>>,
 }
 
 impl Manage for Fake {
@@ -69,8 +71,11 @@ impl Manage for Fake {
         Ok(FakeConn { id, dead })
     }
 
-    fn ping(&self, conn: &mut FakeConn, _timeout: Duration) -> bool {
+    fn ping(&self, conn: &mut FakeConn, timeout: Duration) -> bool {
         self.pings.fetch_add(1, Ordering::SeqCst);
+        if let Some((clock, takes)) = &*self.ping_takes.lock() {
+            clock.advance((*takes).min(timeout));
+        }
         !self.bad_pings.lock().contains(&conn.id)
     }
 
@@ -242,6 +247,26 @@ fn idle_connection_is_pinged_and_replaced_invisibly() {
     let (e, reused) = get(&p, &clock).unwrap();
     assert!(reused && e.conn.id == id);
     assert_eq!(p.stats().health_checks, 2);
+}
+
+#[test]
+fn no_health_check_starts_past_the_checkout_deadline() {
+    let (p, clock) = pool_with(Fake::default(), settings(3));
+    let entries: Vec<_> = (0..3).map(|_| get(&p, &clock).unwrap().0).collect();
+    for e in entries {
+        p.manager.bad_pings.lock().insert(e.conn.id);
+        p.checkin(e, false);
+    }
+    // Every idle connection is due a PING, and the server is silent: the
+    // first PING waits out the whole checkout time.
+    clock.advance(secs(31));
+    *p.manager.ping_takes.lock() = Some((clock.clone(), secs(60)));
+    let start = crate::Clock::now(&clock);
+    let err = get(&p, &clock).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PoolTimeout, "{err:?}");
+    assert_eq!(p.manager.pings.load(Ordering::SeqCst), 1);
+    assert_eq!(crate::Clock::now(&clock) - start, secs(2));
+    assert_eq!(p.state().idle, 2, "the unchecked ones stay");
 }
 
 #[test]

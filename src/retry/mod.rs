@@ -56,10 +56,14 @@ impl RetryObserver for () {}
 /// can also apply `INCR` twice or keep a recovering server down with a retry
 /// storm. A failed attempt is retried only when **all** hold:
 ///
-/// 1. the error is [`ErrorClass::Transient`] and not
-///    [`ErrorKind::CircuitOpen`]: a rate limit is never retried against the
-///    same endpoint (the failover layer sends it elsewhere), a permanent
-///    error fails the same way again, an open breaker rejects at once;
+/// 1. the error is [`ErrorClass::Transient`] and neither
+///    [`ErrorKind::CircuitOpen`] nor [`ErrorKind::PoolTimeout`]: a rate
+///    limit is never retried against the same endpoint (the failover layer
+///    sends it elsewhere), a permanent error fails the same way again, an
+///    open breaker rejects at once, and a pool that stayed exhausted for a
+///    whole checkout timeout is overloaded by its own callers — retrying
+///    would only queue this call again behind them, one more checkout
+///    timeout each time, and add to the overload;
 /// 2. the command is idempotent (see [`Idempotency`] and [`is_idempotent`]),
 ///    **or** the failure certainly came before any byte was written
 ///    ([`Error::may_have_executed`] is `false`: checkout or connect failed);
@@ -252,7 +256,9 @@ impl Retrier {
         number: u32,
         deadline: Option<Instant>,
     ) -> Result<Duration, GiveUp> {
-        if err.class() != ErrorClass::Transient || err.kind() == ErrorKind::CircuitOpen {
+        if err.class() != ErrorClass::Transient
+            || matches!(err.kind(), ErrorKind::CircuitOpen | ErrorKind::PoolTimeout)
+        {
             return Err(GiveUp::NotRetryable);
         }
         if !idempotent && err.may_have_executed() {

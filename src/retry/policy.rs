@@ -73,9 +73,23 @@ impl RetryPolicy {
     /// The longest total backoff a call can spend sleeping:
     /// the sum of the caps of every retry.
     pub fn max_total_backoff(&self) -> Duration {
-        (0..self.max_retries)
-            .map(|n| self.backoff_cap(n))
-            .fold(Duration::ZERO, Duration::saturating_add)
+        // Sum the doubling caps until they stop growing (at most ~94 of
+        // them); every later one equals the last: multiply instead of
+        // looping up to `max_retries` (which may be u32::MAX) times.
+        let mut total = Duration::ZERO;
+        let mut n = 0;
+        while n < self.max_retries {
+            let cap = self.backoff_cap(n);
+            n += 1;
+            if cap >= self.max_delay || cap.is_zero() || cap == self.backoff_cap(n) {
+                let rest = self.max_retries - n;
+                return total
+                    .saturating_add(cap)
+                    .saturating_add(cap.saturating_mul(rest));
+            }
+            total = total.saturating_add(cap);
+        }
+        total
     }
 }
 
@@ -132,6 +146,20 @@ mod tests {
         );
         assert_eq!(p.backoff_cap(u32::MAX), ms(2000));
         assert_eq!(p.max_total_backoff(), ms(300));
+        let many = RetryPolicy {
+            max_retries: 8,
+            ..p
+        };
+        // 100 + 200 + 400 + 800 + 1600 + 3 × 2000
+        assert_eq!(many.max_total_backoff(), ms(9100));
+        let endless = RetryPolicy {
+            max_retries: u32::MAX,
+            ..p
+        };
+        assert_eq!(
+            endless.max_total_backoff(),
+            ms(3100) + ms(2000) * (u32::MAX - 5)
+        );
         assert_eq!(RetryPolicy::NONE.max_total_backoff(), Duration::ZERO);
         let huge = RetryPolicy {
             max_retries: u32::MAX,
@@ -139,6 +167,7 @@ mod tests {
             max_delay: Duration::MAX,
         };
         assert_eq!(huge.backoff_cap(40), Duration::MAX);
+        assert_eq!(huge.max_total_backoff(), Duration::MAX);
         let tiny = RetryPolicy {
             max_retries: 1,
             base_delay: Duration::from_nanos(1),

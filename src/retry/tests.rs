@@ -142,7 +142,7 @@ fn non_idempotent_command_is_retried_when_it_was_never_sent() {
 }
 
 #[test]
-fn rate_limited_permanent_and_open_circuit_are_never_retried() {
+fn rate_limited_permanent_open_circuit_and_exhausted_pool_are_never_retried() {
     let clock = ManualClock::new();
     let r = retrier(&clock, RetryPolicy::default(), RetryBudget::default());
     let obs = Recorder::default();
@@ -153,6 +153,9 @@ fn rate_limited_permanent_and_open_circuit_are_never_retried() {
         Error::new(ErrorKind::CircuitOpen, ErrorClass::Transient, "open")
             .with_may_have_executed(false),
         Error::new(ErrorKind::CircuitOpen, ErrorClass::Permanent, "open"),
+        // Overload: another checkout timeout in the queue would not help.
+        Error::new(ErrorKind::PoolTimeout, ErrorClass::Transient, "pool full")
+            .with_may_have_executed(false),
     ];
     for case in cases {
         let kind = case.kind();

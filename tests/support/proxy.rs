@@ -44,7 +44,23 @@ pub enum Mode {
     /// Forward this many bytes of replies per connection (counted from the
     /// moment the mode was set), then close the connection.
     CloseAfterBytes(usize),
+    /// A hosted Redis whose request quota is used up: every command,
+    /// `PING` included (as Upstash does), is answered by the proxy with
+    /// [`QUOTA_REPLY`] and **not** forwarded; connection setup (`HELLO`,
+    /// `AUTH`, `SELECT`, `CLIENT ...`) still passes, so connecting works.
+    /// Requests are parsed as RESP arrays, so a pipelined chunk gets one
+    /// error per command and a command split across reads is answered once.
+    /// Replies are written by the request pump: this relies on the client
+    /// waiting for a reply before it sends more on the same connection
+    /// (true for the crate's pool, which never multiplexes), so a reply of
+    /// a forwarded command cannot be overtaken.
+    QuotaExceeded,
 }
+
+/// The error line [`Mode::QuotaExceeded`] answers with: Upstash's reply once
+/// the request quota is used up, which the crate classifies as
+/// `ErrorKind::RateLimited` (failover to the secondary, never retried here).
+pub const QUOTA_REPLY: &[u8] = b"-ERR max requests limit exceeded. Limit: 10000, Usage: 10000\r\n";
 
 /// A TCP proxy on a free loopback port forwarding to a target address, with
 /// faults switchable at runtime. All its threads exit when it is dropped.
@@ -399,9 +415,26 @@ fn read_chunk(shared: &Shared, conn: &Conn, mut from: &TcpStream, buf: &mut [u8]
 
 fn pump_requests(shared: &Shared, conn: &Conn) {
     let mut buf = vec![0u8; 64 * 1024];
+    // Bytes of an incomplete command held back in `QuotaExceeded` mode.
+    let mut pending: Vec<u8> = Vec::new();
     while let Some(n) = read_chunk(shared, conn, &conn.client, &mut buf) {
         let chunk = &buf[..n];
         let (mode, _) = shared.mode();
+        if mode == Mode::QuotaExceeded {
+            if !answer_quota_exceeded(conn, &mut pending, chunk) {
+                return conn.close(false);
+            }
+            continue;
+        }
+        if !pending.is_empty() {
+            // The quota mode ended mid-command: the server gets it whole.
+            if (&conn.upstream)
+                .write_all(&std::mem::take(&mut pending))
+                .is_err()
+            {
+                return conn.close(false);
+            }
+        }
         match mode {
             Mode::Reset => return conn.close(true),
             Mode::Blackhole => continue,
@@ -421,6 +454,114 @@ fn pump_requests(shared: &Shared, conn: &Conn) {
         if (&conn.upstream).write_all(chunk).is_err() {
             return conn.close(false);
         }
+    }
+}
+
+/// [`Mode::QuotaExceeded`] for one chunk: complete commands are answered
+/// with [`QUOTA_REPLY`] (one per command), connection setup is forwarded,
+/// an incomplete command waits in `pending`. Bytes that do not start a RESP
+/// array (an inline command, or the tail of a command forwarded before the
+/// mode changed) are forwarded as they are. `false` when a socket failed.
+fn answer_quota_exceeded(conn: &Conn, pending: &mut Vec<u8>, chunk: &[u8]) -> bool {
+    if pending.is_empty() && chunk.first() != Some(&b'*') {
+        return (&conn.upstream).write_all(chunk).is_ok();
+    }
+    pending.extend_from_slice(chunk);
+    let mut names = Vec::new();
+    let mut used = 0;
+    loop {
+        match parse_request(&pending[used..]) {
+            Request::Complete { name, len } => {
+                names.push(name);
+                used += len;
+            }
+            Request::Incomplete => break,
+            Request::Malformed => {
+                // Not ours to judge: the server answers it.
+                return (&conn.upstream).write_all(&std::mem::take(pending)).is_ok();
+            }
+        }
+    }
+    if names.is_empty() {
+        return true;
+    }
+    let batch: Vec<u8> = pending.drain(..used).collect();
+    let setup_only = names.iter().all(|n| {
+        matches!(
+            n.to_ascii_uppercase().as_slice(),
+            b"HELLO" | b"AUTH" | b"SELECT" | b"CLIENT"
+        )
+    });
+    if setup_only {
+        return (&conn.upstream).write_all(&batch).is_ok();
+    }
+    let replies = QUOTA_REPLY.repeat(names.len());
+    (&conn.client).write_all(&replies).is_ok()
+}
+
+/// One RESP request array (`*N\r\n` then N × `$len\r\n<bytes>\r\n`) at
+/// the start of a buffer.
+#[derive(Debug, PartialEq, Eq)]
+enum Request {
+    /// A whole command: its name and its length in bytes.
+    Complete { name: Vec<u8>, len: usize },
+    /// More bytes are needed.
+    Incomplete,
+    /// Not a RESP request array.
+    Malformed,
+}
+
+fn parse_request(buf: &[u8]) -> Request {
+    /// The number in a `<prefix><digits>\r\n` line at `at`, and where the
+    /// next line starts.
+    fn line(buf: &[u8], at: usize, prefix: u8) -> Result<Option<(usize, usize)>, ()> {
+        if at >= buf.len() {
+            return Ok(None);
+        }
+        if buf[at] != prefix {
+            return Err(());
+        }
+        let Some(end) = buf[at..].windows(2).position(|w| w == b"\r\n") else {
+            return if buf.len() - at > 32 {
+                Err(())
+            } else {
+                Ok(None)
+            };
+        };
+        let digits = std::str::from_utf8(&buf[at + 1..at + end]).map_err(|_| ())?;
+        let n = digits.parse::<usize>().map_err(|_| ())?;
+        Ok(Some((n, at + end + 2)))
+    }
+    let parse = || -> Result<Option<(Vec<u8>, usize)>, ()> {
+        let Some((count, mut at)) = line(buf, 0, b'*')? else {
+            return Ok(None);
+        };
+        if count == 0 {
+            return Err(());
+        }
+        let mut name = Vec::new();
+        for i in 0..count {
+            let Some((len, start)) = line(buf, at, b'$')? else {
+                return Ok(None);
+            };
+            let end = start.checked_add(len).ok_or(())?;
+            if buf.len() < end + 2 {
+                return Ok(None);
+            }
+            if &buf[end..end + 2] != b"\r\n" {
+                return Err(());
+            }
+            if i == 0 {
+                name = buf[start..end].to_vec();
+            }
+            at = end + 2;
+        }
+        Ok(Some((name, at)))
+    };
+    match parse() {
+        Ok(Some((name, len))) => Request::Complete { name, len },
+        Ok(None) => Request::Incomplete,
+        Err(()) => Request::Malformed,
     }
 }
 

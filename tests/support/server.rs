@@ -169,7 +169,9 @@ impl RedisServer {
         }
     }
 
-    /// Kills the server and waits until its port refuses connections.
+    /// Kills the server (SIGKILL: no shutdown, no final fsync; with
+    /// `--appendfsync always` every acknowledged write is on disk anyway)
+    /// and waits until its port refuses connections.
     /// Does nothing if it is already stopped.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
