@@ -1,8 +1,9 @@
-//! The failover prober thread (`rr-prober`) runs while a client with a
-//! secondary lives and exits when the last `Client` clone is dropped; a
-//! client without a secondary has none. In its own test binary: the check
-//! reads this process' threads (Linux: `/proc/self/task/*/comm`), and no
-//! other test here starts threads.
+//! The client's background thread (`rr-prober`: it probes the primary
+//! during failover and reconciles keys written during an outage) runs
+//! while a client with a Redis URL lives and exits when the last `Client`
+//! clone is dropped; a memory-only client has none. In its own test
+//! binary: the check reads this process' threads (Linux:
+//! `/proc/self/task/*/comm`), and no other test here starts threads.
 
 // Test code: a failed unwrap is a failed test, with the error printed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -63,6 +64,22 @@ fn probers(threads: &BTreeMap<u64, String>) -> Vec<u64> {
         .collect()
 }
 
+/// The one `rr-prober` among `started`, by task id.
+fn the_prober(started: &BTreeMap<u64, String>) -> u64 {
+    match probers(started)[..] {
+        [tid] => tid,
+        _ => panic!("expected one {PROBER} thread, started: {started:?}"),
+    }
+}
+
+/// Polls until the task `tid` is gone: dropping the last clone joins the
+/// thread, and the kernel may list the task for a moment after that.
+fn wait_gone(tid: u64) {
+    poll("the prober thread to exit", || {
+        (!tasks().contains_key(&tid)).then_some(())
+    });
+}
+
 #[test]
 fn the_prober_thread_lives_with_the_client_and_exits_with_the_last_clone() {
     if std::fs::metadata("/proc/thread-self/comm").is_err() {
@@ -77,20 +94,22 @@ fn the_prober_thread_lives_with_the_client_and_exits_with_the_last_clone() {
         .unwrap();
     let client = Client::new(config).unwrap();
     let clone = client.clone();
-    let started = started_since(&before);
-    let prober = match probers(&started)[..] {
-        [tid] => tid,
-        _ => panic!("expected one {PROBER} thread, started: {started:?}"),
-    };
+    let prober = the_prober(&started_since(&before));
 
-    // Without a secondary there is nothing to restore: its threads (the
-    // pool's) name themselves, and none of them is a prober.
+    // A client without a secondary has its own (it reconciles outage
+    // writes); it exits with that client and leaves the other one alone.
     let before = tasks();
     let alone = Client::new(Config::builder("redis://127.0.0.1:1").build().unwrap()).unwrap();
-    let started = started_since(&before);
-    assert!(!started.is_empty(), "the pool's thread was not seen");
-    assert_eq!(probers(&started), [], "started: {started:?}");
+    let alone_prober = the_prober(&started_since(&before));
     drop(alone);
+    wait_gone(alone_prober);
+
+    // A memory-only client has no Redis to probe or reconcile: no thread.
+    let before = tasks();
+    let memory = Client::new(Config::memory_only().build().unwrap()).unwrap();
+    let started = started_since(&before);
+    assert_eq!(probers(&started), [], "started: {started:?}");
+    drop(memory);
 
     drop(client);
     assert_eq!(
@@ -99,10 +118,6 @@ fn the_prober_thread_lives_with_the_client_and_exits_with_the_last_clone() {
         "a clone still holds the client"
     );
     drop(clone);
-    // Dropping the last clone joins the thread; the kernel may list the
-    // task for a moment after it was joined.
-    poll("the prober thread to exit", || {
-        (!tasks().contains_key(&prober)).then_some(())
-    });
+    wait_gone(prober);
     assert_eq!(probers(&tasks()), []);
 }
