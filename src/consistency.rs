@@ -38,6 +38,8 @@
 //! refused rather than acknowledged.
 
 mod command;
+#[cfg(any(test, feature = "test-support"))]
+pub(crate) mod model;
 #[cfg(test)]
 mod tests;
 

@@ -71,6 +71,15 @@ pub fn check_config_case(url: &str, env: &[(u8, String)], names: &[&str]) {
 
 mod breaker_model;
 pub mod fallback;
+
+/// The consistency state machine (outage and failover journals,
+/// reconciliation) driven through interleaved attempt steps, outages,
+/// failovers and restores, checked against the no-stale-read contract: the
+/// simulation of the model test, for the `consistency` fuzz target.
+pub mod consistency {
+    pub use crate::consistency::model::{check, Action, Ev, OpSpec, KEYS, THREADS};
+    pub use crate::fallback::Reconcile;
+}
 pub use breaker_model::{check_breaker_case, BreakerOp};
 
 /// Feeds `reply` (raw bytes as a server would send them) to the RESP

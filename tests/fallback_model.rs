@@ -1,4 +1,4 @@
-//! Random operation sequences on the fallback store and the outage journal,
+//! Random operation sequences on the fallback store,
 //! checked against plain `HashMap`/`Vec` models by the same function the
 //! `fallback` fuzz target runs.
 
@@ -24,9 +24,6 @@ fn op() -> impl Strategy<Value = FallbackOp> {
         1 => k.clone().prop_map(FallbackOp::Replay),
         2 => (0u16..1500).prop_map(FallbackOp::Advance),
         1 => Just(FallbackOp::Purge),
-        1 => Just(FallbackOp::JournalDrain),
-        2 => k.clone().prop_map(FallbackOp::JournalSet),
-        1 => k.prop_map(FallbackOp::JournalDelete),
     ]
 }
 

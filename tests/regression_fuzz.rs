@@ -95,3 +95,16 @@ fn reply_regressions() {
         "expected the committed reply seed inputs, ran {ran}"
     );
 }
+
+#[test]
+fn consistency_regressions() {
+    let ran = replay(
+        "consistency",
+        |c: &cases::ConsistencyCase| !c.actions.is_empty(),
+        cases::run_consistency,
+    );
+    assert!(
+        ran >= 1,
+        "expected the committed consistency seed inputs, ran {ran}"
+    );
+}

@@ -1,5 +1,4 @@
-//! The fallback store and outage journal checked against plain `HashMap` /
-//! `Vec` models, for the `fallback` fuzz target, its regression replay and
+//! The fallback store checked against a plain `HashMap` model, for the `fallback` fuzz target, its regression replay and
 //! the proptest in `tests/fallback_model.rs`. Also re-exports the store for
 //! `benches/fallback.rs`.
 
@@ -8,17 +7,14 @@ use std::time::{Duration, Instant};
 
 use crate::fallback::shard_entry_size as entry_size;
 pub use crate::fallback::{
-    reconcile_action, Drained, JournalEntry, JournalOp, MemoryStore, OutageJournal,
-    ReconcileAction, SetOutcome, StoreStats, DEFAULT_JOURNAL_KEYS, ENTRY_OVERHEAD, MAX_SHARDS,
+    MemoryStore, SetOutcome, StoreStats, ENTRY_OVERHEAD, MAX_SHARDS,
 };
 use crate::{Clock, ErrorKind, ManualClock};
 
 /// Distinct keys the checker uses: few, so operations collide.
 pub const KEYS: u8 = 16;
-/// Key bound of the journal under test.
-pub const JOURNAL_KEYS: usize = 4;
 
-/// One operation on the store or the journal; keys are indexes.
+/// One operation on the store; keys are indexes.
 #[derive(Debug, Clone)]
 pub enum FallbackOp {
     /// `get`.
@@ -47,12 +43,6 @@ pub enum FallbackOp {
     Purge,
     /// `clear`.
     Clear,
-    /// Journal `record_set`.
-    JournalSet(u8),
-    /// Journal `record_delete`.
-    JournalDelete(u8),
-    /// Journal `drain`.
-    JournalDrain,
 }
 
 /// Key number `i`: short keys, and one long key that with small byte
@@ -91,10 +81,7 @@ pub fn check_fallback_case(
 ) {
     let clock = ManualClock::new();
     let store = MemoryStore::with_shards(max_entries, max_bytes, shards, clock.shared());
-    let journal = OutageJournal::new(JOURNAL_KEYS);
     let mut model = Model::new();
-    let mut jmodel: Vec<(Vec<u8>, JournalOp)> = Vec::new();
-    let mut jdropped = 0u64;
 
     for op in ops {
         let now = clock.now();
@@ -171,34 +158,6 @@ pub fn check_fallback_case(
                 store.clear();
                 model.clear();
                 assert_eq!((store.len(), store.bytes()), (0, 0));
-            }
-            FallbackOp::JournalSet(k) | FallbackOp::JournalDelete(k) => {
-                let k = key(*k);
-                let op = if matches!(op, FallbackOp::JournalSet(_)) {
-                    journal.record_set(&k);
-                    JournalOp::Set
-                } else {
-                    journal.record_delete(&k);
-                    JournalOp::Delete
-                };
-                match jmodel.iter().position(|(jk, _)| *jk == k) {
-                    Some(i) => jmodel[i].1 = op,
-                    None if jmodel.len() < JOURNAL_KEYS => jmodel.push((k.clone(), op)),
-                    None => jdropped += 1,
-                }
-                assert_eq!(
-                    journal.get(&k),
-                    jmodel.iter().find(|(jk, _)| *jk == k).map(|e| e.1)
-                );
-                assert_eq!(journal.overflowed(), jdropped > 0);
-            }
-            FallbackOp::JournalDrain => {
-                let d = journal.drain();
-                let got: Vec<_> = d.entries.iter().map(|e| (e.key.to_vec(), e.op)).collect();
-                assert_eq!(got, jmodel, "drained entries");
-                assert_eq!(d.dropped, jdropped, "drained overflow count");
-                jmodel.clear();
-                jdropped = 0;
             }
         }
         sync(&store, &mut model, &before, clock.now());

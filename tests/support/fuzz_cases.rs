@@ -76,9 +76,6 @@ pub enum FallbackOpCase {
     Advance(u16),
     Purge,
     Clear,
-    JournalSet(u8),
-    JournalDelete(u8),
-    JournalDrain,
 }
 
 /// Input of the `fallback` target: bounds, shard count and operations.
@@ -113,9 +110,6 @@ pub fn run_fallback(case: &FallbackCase) {
             FallbackOpCase::Advance(t) => Op::Advance(*t),
             FallbackOpCase::Purge => Op::Purge,
             FallbackOpCase::Clear => Op::Clear,
-            FallbackOpCase::JournalSet(k) => Op::JournalSet(*k),
-            FallbackOpCase::JournalDelete(k) => Op::JournalDelete(*k),
-            FallbackOpCase::JournalDrain => Op::JournalDrain,
         })
         .collect();
     check_fallback_case(
@@ -205,4 +199,72 @@ pub fn run_reply(bytes: &[u8]) {
         return;
     }
     resilient_redis::fuzz_support::check_reply(bytes);
+}
+
+/// Input of the `consistency` target; mirrors
+/// `resilient_redis::fuzz_support::consistency::Action` (see `FallbackOpCase`
+/// for why the mirror exists).
+#[derive(Arbitrary, Debug)]
+pub struct ConsistencyCase {
+    /// Bit 0: replay (else invalidate); bit 1: write-through; bit 2: no
+    /// secondary.
+    pub config: u8,
+    pub actions: Vec<ActionCase>,
+}
+
+#[derive(Arbitrary, Debug)]
+pub enum OpCase {
+    Read(u8),
+    Write(u8),
+    Delete(u8),
+}
+
+#[derive(Arbitrary, Debug)]
+pub enum ActionCase {
+    Start(u8, OpCase),
+    Step(u8, bool),
+    Down(bool),
+    Up(bool),
+    Failover,
+    Restore,
+    Evict(u8),
+    Reconcile,
+}
+
+pub fn run_consistency(case: &ConsistencyCase) {
+    use resilient_redis::fuzz_support::consistency::{
+        check, Action, Ev, OpSpec, Reconcile, KEYS, THREADS,
+    };
+    if case.actions.len() > 2000 {
+        return;
+    }
+    let t = |t: &u8| usize::from(*t) % THREADS;
+    let k = |k: &u8| *k % KEYS;
+    let actions: Vec<Action> = case
+        .actions
+        .iter()
+        .map(|a| match a {
+            ActionCase::Start(th, op) => Action::Start(
+                t(th),
+                match op {
+                    OpCase::Read(x) => OpSpec::Read(k(x)),
+                    OpCase::Write(x) => OpSpec::Write(k(x)),
+                    OpCase::Delete(x) => OpSpec::Delete(k(x)),
+                },
+            ),
+            ActionCase::Step(th, lose) => Action::Step(t(th), *lose),
+            ActionCase::Down(p) => Action::Event(Ev::Down(*p)),
+            ActionCase::Up(p) => Action::Event(Ev::Up(*p)),
+            ActionCase::Failover => Action::Event(Ev::Failover),
+            ActionCase::Restore => Action::Event(Ev::Restore),
+            ActionCase::Evict(x) => Action::Event(Ev::Evict(k(x))),
+            ActionCase::Reconcile => Action::Reconcile,
+        })
+        .collect();
+    let mode = if case.config & 1 == 0 {
+        Reconcile::Invalidate
+    } else {
+        Reconcile::Replay
+    };
+    check(mode, case.config & 2 != 0, case.config & 4 == 0, &actions);
 }
