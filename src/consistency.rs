@@ -130,7 +130,9 @@ impl KeyState {
         match role {
             Role::Primary => self.stale_primary,
             Role::Secondary => {
-                self.stale_secondary || (self.secondary_epoch != 0 && self.secondary_epoch != epoch)
+                // A value from a later epoch than the caller saw is newer
+                // than its view, never stale.
+                self.stale_secondary || (self.secondary_epoch != 0 && self.secondary_epoch < epoch)
             }
         }
     }
@@ -142,9 +144,8 @@ type Shard = HashMap<Bytes, KeyState>;
 /// off when it is done. Empty (no allocation) on the fast path.
 #[derive(Debug, Default)]
 pub(crate) struct Ticket {
-    /// `(index into keys, memory_writes, secondary_writes, overlaps a
-    /// replay)` seen, for every key to check off.
-    keys: Vec<(usize, u64, u64, bool)>,
+    /// Every key to check off, with what `begin` saw.
+    keys: Vec<Seen>,
     /// Sent before the operation on the same connection: `DEL` of stale
     /// keys, or the reconciliation of journaled ones.
     prepare: Option<redis::Pipeline>,
@@ -159,6 +160,19 @@ impl Ticket {
     pub(crate) fn prepare(&self) -> Option<&redis::Pipeline> {
         self.prepare.as_ref()
     }
+}
+
+/// What `begin` saw of one key, for `finish`.
+#[derive(Debug)]
+struct Seen {
+    /// Index into the operation's keys.
+    index: usize,
+    memory_writes: u64,
+    secondary_writes: u64,
+    /// A reconciler replay was in flight when this write began.
+    overlapped_replay: bool,
+    /// The attempt's own `prepare` replays the memory value.
+    replays: bool,
 }
 
 /// How the attempt ended, for [`Consistency::finish`].
@@ -370,10 +384,13 @@ impl Consistency {
                     None => continue,
                 }
             };
-            if access == Access::Modify && entry.replaying > 0 {
+            if access != Access::Overwrite && entry.replaying > 0 {
                 // A reconciler `DEL` or replay in flight may land after
-                // this command: fine for a value (a miss), wrong for `INCR`
-                // (a count restarted). Not sent; retried after a backoff.
+                // this command: after a read's own invalidation (the older
+                // replayed value would be read), or after an `INCR` (a
+                // count restarted). Not sent; retried after a backoff, and
+                // a read is served from memory if that does not end it. A
+                // plain overwrite may race it: it marks the key stale.
                 drop(shard);
                 self.undo_in_flight(keys, &ticket);
                 return Err(Error::new(
@@ -385,8 +402,20 @@ impl Consistency {
             }
             let journaled = entry.memory.is_some() && access == Access::Modify;
             let stale = access != Access::Overwrite && entry.stale_on(role, epoch);
+            let overlapped_replay = writes && entry.replaying > 0;
+            let mut replays = false;
             if journaled {
-                self.push_reconcile(&mut prepare, key, entry.memory, memory);
+                // Replaying the memory value races any other write in
+                // flight (it may land after a newer one): delete instead.
+                let op = if entry.in_flight == 0 {
+                    entry.memory
+                } else {
+                    Some(JournalOp::Delete)
+                };
+                replays = self.push_reconcile(&mut prepare, key, op, memory);
+                if replays {
+                    entry.replaying += 1;
+                }
                 prepared += 1;
             } else if stale {
                 prepare.cmd("DEL").arg(*key).ignore();
@@ -396,18 +425,24 @@ impl Consistency {
                 if role == Role::Secondary {
                     entry.secondary_writes += 1;
                     entry.stale_primary = true;
+                    // Until this write lands, the secondary still holds the
+                    // older epoch's value: keep it known as stale.
+                    if entry.secondary_epoch != 0 && entry.secondary_epoch < epoch {
+                        entry.stale_secondary = true;
+                    }
                     entry.secondary_epoch = epoch;
                 }
                 entry.in_flight += 1;
                 entry.contended |= entry.in_flight > 1;
             }
             if writes || journaled || stale || entry.memory.is_some() {
-                ticket.keys.push((
-                    i,
-                    entry.memory_writes,
-                    entry.secondary_writes,
-                    writes && entry.replaying > 0,
-                ));
+                ticket.keys.push(Seen {
+                    index: i,
+                    memory_writes: entry.memory_writes,
+                    secondary_writes: entry.secondary_writes,
+                    overlapped_replay,
+                    replays,
+                });
             }
         }
         if prepared > 0 {
@@ -416,19 +451,22 @@ impl Consistency {
         Ok(ticket)
     }
 
-    /// Undoes the write-through in-flight counts of a ticket that will not
-    /// be sent.
+    /// Gives back the in-flight counts of a ticket that will not be sent.
     fn undo_in_flight(&self, keys: &[&[u8]], ticket: &Ticket) {
-        if !ticket.writes {
-            return;
-        }
-        for &(i, _, _, _) in &ticket.keys {
-            let Some(key) = keys.get(i) else { continue };
+        for seen in &ticket.keys {
+            let Some(key) = keys.get(seen.index) else {
+                continue;
+            };
             let mut shard = self.shards[self.shard_of(key)].lock();
             if let Some(e) = shard.get_mut(*key) {
-                e.in_flight = e.in_flight.saturating_sub(1);
-                if e.in_flight == 0 {
-                    e.contended = false;
+                if seen.replays {
+                    e.replaying = e.replaying.saturating_sub(1);
+                }
+                if ticket.writes {
+                    e.in_flight = e.in_flight.saturating_sub(1);
+                    if e.in_flight == 0 {
+                        e.contended = false;
+                    }
                 }
             }
             self.remove_if_clear(&mut shard, key);
@@ -482,7 +520,14 @@ impl Consistency {
             return;
         };
         let write_done = access != Access::Read && outcome.done;
-        for (i, memory_writes, secondary_writes, overlapped_replay) in ticket.keys {
+        for seen in ticket.keys {
+            let Seen {
+                index: i,
+                memory_writes,
+                secondary_writes,
+                overlapped_replay,
+                replays,
+            } = seen;
             let Some(key) = keys.get(i) else { continue };
             let mut shard = self.shards[self.shard_of(key)].lock();
             let Some(entry) = shard.get_mut(*key) else {
@@ -521,6 +566,9 @@ impl Consistency {
                     Role::Secondary => entry.stale_secondary = true,
                 }
                 entry.conflicts += 1;
+            }
+            if replays {
+                entry.replaying = entry.replaying.saturating_sub(1);
             }
             if ticket.writes {
                 entry.in_flight = entry.in_flight.saturating_sub(1);
@@ -653,10 +701,13 @@ impl Consistency {
                 let journaled = active && entry.memory.is_some();
                 let stale = match role {
                     Role::Primary => entry.stale_primary,
-                    // Calls switched back: every value there may be older
-                    // than a primary write.
+                    // Calls switched back: every value written there up to
+                    // `epoch` may be older than a primary write. Not one
+                    // written since: calls may have switched to the
+                    // secondary again after `epoch` was read.
                     Role::Secondary if !active => {
-                        entry.stale_secondary || entry.secondary_epoch != 0
+                        entry.stale_secondary
+                            || (entry.secondary_epoch != 0 && entry.secondary_epoch <= epoch)
                     }
                     Role::Secondary => entry.stale_on(role, epoch),
                 };
@@ -673,6 +724,12 @@ impl Consistency {
                     false
                 };
                 entry.replaying += 1;
+                if replayed && role == Role::Secondary {
+                    // Recorded before it is sent, like every write to the
+                    // secondary: even if its check-off is skipped, the value
+                    // there is known to exist and turns stale with the epoch.
+                    entry.secondary_epoch = entry.secondary_epoch.max(epoch);
+                }
                 planned.push(Planned {
                     key: key.clone(),
                     memory_writes: entry.memory_writes,

@@ -42,9 +42,6 @@ pub enum Event {
         keys: usize,
         /// Keys that could not be reconciled (they stay journaled).
         failed: usize,
-        /// The journal had overflowed: some keys written during the outage
-        /// were not recorded, and may be stale in Redis until they expire.
-        overflowed: bool,
     },
     /// The client-wide retry budget refused a retry.
     RetryBudgetExhausted,

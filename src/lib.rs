@@ -71,8 +71,8 @@ mod config;
 mod consistency;
 mod error;
 mod events;
-// Part of the store's and journal's surface (statistics, purge, the journal
-// lookups, `reconcile_action`) is used only by the reference model in
+// Part of the store's surface (statistics, purge, replay lookups) is used
+// only by the reference model in
 // `fuzz_support` and by the benches: without the `test-support` feature it
 // is unused. Dead code is still caught by the all-features clippy run.
 #[cfg_attr(not(feature = "test-support"), allow(dead_code, unused_imports))]

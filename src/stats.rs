@@ -43,7 +43,7 @@ pub struct Stats {
     pub fallback_entries: u64,
     /// Keys in the outage journal, waiting for reconciliation.
     pub journal_len: u64,
-    /// Keys that did not fit in the outage journal.
+    /// Writes refused because the journal was full (`ErrorKind::JournalFull`).
     pub journal_overflows: u64,
     /// Keys reconciled with Redis after outages.
     pub reconciled_keys: u64,
@@ -142,7 +142,7 @@ impl fmt::Display for Stats {
         )?;
         writeln!(
             f,
-            "outage journal      {} keys, {} overflowed, {} reconciled",
+            "outage journal      {} keys, {} writes refused (full), {} reconciled",
             self.journal_len, self.journal_overflows, self.reconciled_keys
         )?;
         write!(
@@ -187,7 +187,6 @@ pub(crate) struct Counters {
     pub retry_budget_denials: AtomicU64,
     pub fallback_reads: AtomicU64,
     pub fallback_writes: AtomicU64,
-    pub journal_overflows: AtomicU64,
     pub reconciled_keys: AtomicU64,
     pub failovers: AtomicU64,
 }
@@ -224,7 +223,6 @@ impl Counters {
         s.retry_budget_denials = get(&self.retry_budget_denials);
         s.fallback_reads = get(&self.fallback_reads);
         s.fallback_writes = get(&self.fallback_writes);
-        s.journal_overflows = get(&self.journal_overflows);
         s.reconciled_keys = get(&self.reconciled_keys);
         s.failovers = get(&self.failovers);
     }

@@ -112,18 +112,19 @@ impl EventListener for EventLog {
                 endpoint,
                 keys,
                 failed,
-                overflowed,
             } => Note::new(
                 at,
                 "reconciled",
-                format!("reconciled {keys} keys on the {endpoint} ({failed} failed, overflowed: {overflowed})"),
+                format!("reconciled {keys} keys on the {endpoint} ({failed} failed)"),
             ),
             Event::FallbackEngaged { cause } => Note::new(
                 at,
                 "fallback_engaged",
                 format!("fallback engaged ({})", cause.as_str()),
             ),
-            Event::FallbackReleased { .. } => Note::new(at, "fallback_released", "fallback released"),
+            Event::FallbackReleased { .. } => {
+                Note::new(at, "fallback_released", "fallback released")
+            }
             Event::BreakerTransition {
                 endpoint,
                 transition,

@@ -180,10 +180,17 @@ impl Client {
     /// (a read timeout, a connection dropped mid-reply) it is **not** sent
     /// again, and the error says so ([`Error::may_have_executed`]).
     ///
+    /// Never answered from memory while Redis is unavailable: a count
+    /// computed elsewhere cannot be told from a right one, so the call fails
+    /// with the availability error instead. (A memory-only client, with no
+    /// Redis configured, counts in memory: there it is the only truth.)
+    ///
     /// # Errors
     ///
     /// [`ErrorKind::Server`] when the value is not an integer or would
-    /// overflow; others as [`Client::get`].
+    /// overflow; the availability error ([`ErrorKind::CircuitOpen`],
+    /// [`ErrorKind::Connection`], [`ErrorKind::Timeout`], ...) while Redis
+    /// cannot answer, even with the fallback on.
     pub fn incr<K: AsRef<[u8]>>(&self, key: K, delta: i64) -> Result<i64, Error> {
         let i = &*self.inner;
         let key = i.key(key.as_ref());

@@ -419,13 +419,17 @@ impl Inner {
         // Blocks only a concurrent restore (a user's `probe_primary`) for
         // the background thread's pass, never a cache call.
         let _guard = self.reconcile_lock.lock();
+        // The epoch first: a switch after it only makes the pass's view
+        // older, and the plan never treats a value newer than its view as
+        // stale.
+        let epoch = router.epoch();
         let active = router.active().role;
         for endpoint in router.endpoints() {
             let is_active = endpoint.role == active;
             // A primary calls have left (rate-limited or down) is cleaned
-            // before the restore instead: every command there is billed.
+            // after the restore instead: every command there is billed.
             if is_active || endpoint.role == Role::Secondary {
-                self.reconcile_on(router, endpoint, is_active);
+                self.reconcile_on(router, endpoint, is_active, epoch);
             }
         }
     }
@@ -437,11 +441,11 @@ impl Inner {
         router: &Router,
         endpoint: &crate::router::RedisEndpoint,
         active: bool,
+        epoch: u64,
     ) -> bool {
         let memory = self.memory.as_ref();
         let (mut keys, mut journaled, mut failed) = (0usize, 0usize, None);
         for _ in 0..RECONCILE_BATCHES_PER_TICK {
-            let epoch = router.epoch();
             let Some(batch) =
                 self.consistency
                     .plan(endpoint.role, active, epoch, RECONCILE_CHUNK, memory)
@@ -498,7 +502,6 @@ impl Inner {
                 endpoint: endpoint.role.as_str(),
                 keys,
                 failed: failed.unwrap_or(0),
-                overflowed: false,
             });
         }
         failed.is_none()

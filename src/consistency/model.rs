@@ -88,6 +88,17 @@ pub(crate) struct Rec {
     pub(crate) complete: u64,
 }
 
+/// Where the simulated reconciler is in its pass.
+enum Reconciler {
+    /// Read the epoch and the active endpoint.
+    Viewed(u64, Role),
+    /// Planned a batch (in that epoch; for the active endpoint, so sent
+    /// through the router).
+    Planned(Batch, u64, bool),
+    /// The batch landed; not checked off yet.
+    Sent(Batch, u64),
+}
+
 pub(crate) struct World {
     pub(crate) cons: Consistency,
     memory: MemoryStore,
@@ -99,7 +110,7 @@ pub(crate) struct World {
     step: u64,
     next_value: u64,
     threads: Vec<Option<InFlight>>,
-    reconciler: Option<(Batch, u64, bool)>,
+    reconciler: Option<Reconciler>,
     pub(crate) history: Vec<Rec>,
 }
 
@@ -349,37 +360,43 @@ impl World {
         }
     }
 
+    /// The reconciler, as `Inner::reconcile`: it reads the epoch and the
+    /// active endpoint at the start of a pass (a switch may come after),
+    /// plans against that view, sends (to the active endpoint through the
+    /// router, which refuses a batch planned for the other one), and checks
+    /// off.
     fn reconcile(&mut self) {
         match self.reconciler.take() {
             None => {
-                // As `Inner::reconcile`: the active endpoint, and the
-                // secondary once calls have left it.
-                let role = if self.active == Role::Primary
-                    && self.has_secondary
-                    && self.step.is_multiple_of(2)
-                {
-                    Role::Secondary
-                } else {
-                    self.active
-                };
-                let active = role == self.active;
+                self.reconciler = Some(Reconciler::Viewed(self.epoch, self.active));
+            }
+            Some(Reconciler::Viewed(epoch, active)) => {
+                let role =
+                    if active == Role::Primary && self.has_secondary && self.step.is_multiple_of(2)
+                    {
+                        Role::Secondary
+                    } else {
+                        active
+                    };
+                let is_active = role == active;
                 if let Some(batch) = self
                     .cons
-                    .plan(role, active, self.epoch, 2, Some(&self.memory))
+                    .plan(role, is_active, epoch, 2, Some(&self.memory))
                 {
-                    self.reconciler = Some((batch, self.epoch, false));
+                    self.reconciler = Some(Reconciler::Planned(batch, epoch, is_active));
                 }
             }
-            Some((batch, epoch, false)) => {
-                if self.up[idx(batch.role)] {
+            Some(Reconciler::Planned(batch, epoch, via_router)) => {
+                let refused = via_router && batch.role != self.active;
+                if self.up[idx(batch.role)] && !refused {
                     let p = batch.pipeline.clone();
                     self.apply(batch.role, &p);
-                    self.reconciler = Some((batch, epoch, true));
+                    self.reconciler = Some(Reconciler::Sent(batch, epoch));
                 } else {
                     self.cons.abandon(batch);
                 }
             }
-            Some((batch, epoch, true)) => {
+            Some(Reconciler::Sent(batch, epoch)) => {
                 self.cons.reconciled(batch, epoch, Some(&self.memory));
             }
         }
@@ -457,7 +474,6 @@ pub(crate) fn violations(history: &[Rec]) -> Vec<String> {
     }
     out
 }
-
 
 /// Runs `actions` on a fresh world and panics, listing them, on any
 /// violation of the contract.

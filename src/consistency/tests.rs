@@ -28,7 +28,12 @@ fn action() -> impl Strategy<Value = Action> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    // 512 cases in CI; `PROPTEST_CASES=100000` for a long local run.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(512),
+        max_shrink_iters: 1_000_000,
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn invalidate_with_secondary(actions in prop::collection::vec(action(), 1..160)) {

@@ -120,7 +120,7 @@ pub(super) fn render(s: &Stats) -> String {
     w.single(
         "outage_journal_overflows_total",
         c,
-        "Keys that did not fit in the outage journal.",
+        "Writes refused because the journal was full.",
         s.journal_overflows as f64,
     );
     w.single(
