@@ -466,6 +466,19 @@ fn run_variant(name: &str, mode: FallbackMode, reconcile: Reconcile) {
         cache_ops_never_fail: mode != FallbackMode::Disabled,
     };
     let violations = history::check(&history, &rules, &finals);
+    // Every switch is reported: the client cannot go back to the primary
+    // more often than it left it, and each switch is counted once.
+    let count = |label: &str| history.events.iter().filter(|n| n.label == label).count();
+    let (activated, restored) = (count("failover_activated"), count("failover_restored"));
+    assert!(
+        restored <= activated,
+        "guarantees[{name}]: {restored} restores reported after {activated} failovers"
+    );
+    assert_eq!(
+        client.stats().failovers,
+        activated as u64,
+        "guarantees[{name}]"
+    );
     if std::env::var_os("GUARANTEES_VERBOSE").is_some() {
         let mut timeline: Vec<&Note> = history.faults.iter().chain(&history.events).collect();
         timeline.sort_by_key(|n| n.at);

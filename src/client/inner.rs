@@ -467,7 +467,12 @@ impl Inner {
             // cooldown keeps it away (and its end lets it probe) as it does
             // callers; to a secondary calls have left, directly.
             let sent = if active {
-                router.call(true, None, &mut send).0.map(|((), _)| ())
+                let (result, switch) = router.call(true, None, &mut send);
+                if let Some(switch) = switch {
+                    // The reconciler's own call may be what fails over.
+                    self.failed_over(switch);
+                }
+                result.map(|((), _)| ())
             } else {
                 endpoint.call(None, &mut send)
             };
