@@ -67,6 +67,7 @@
 pub mod breaker;
 mod client;
 mod clock;
+mod codec;
 mod config;
 mod consistency;
 mod error;
@@ -78,6 +79,7 @@ mod events;
 #[cfg_attr(not(feature = "test-support"), allow(dead_code, unused_imports))]
 mod fallback;
 mod jitter;
+mod log_fields;
 mod pool;
 mod retry;
 mod router;
@@ -100,7 +102,7 @@ pub use breaker::{
     BreakerConfig, BreakerListener, BreakerSnapshot, BreakerState, CircuitBreaker, FailureRate,
     OpenBackoff, Permit, Rejected, Transition, TransitionReason, Verdict,
 };
-pub use client::{Client, ClientBuilder, EndpointHealth, Health, HealthStatus};
+pub use client::{Client, ClientBuilder, EndpointHealth, Health, HealthStatus, LoadError};
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use config::{Config, ConfigBuilder, FallbackMode};
 pub use error::{Error, ErrorClass, ErrorKind, RateLimit};
