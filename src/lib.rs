@@ -43,6 +43,11 @@
 //!
 //! - `tls` (default): `rediss://` through rustls with the ring provider.
 //!   Without it a `rediss://` URL is a configuration error.
+//! - `compression` (default): LZ4 value compression (pure Rust, `lz4_flex`
+//!   with its safe encoder and decoder) above
+//!   [`ConfigBuilder::compression_threshold`], which is off unless set.
+//!   Without the feature the threshold is ignored and compressed values
+//!   written by other clients are returned as stored.
 //!
 //! ## Log levels
 //!
@@ -53,6 +58,12 @@
 //! - INFO: recovery (breaker closed, primary restored, fallback released).
 //! - DEBUG: retries, connections created and closed with their reason.
 //! - TRACE: per-command detail.
+//!
+//! Every WARN and INFO line carries structured fields as `log` key-values
+//! (the `kv` feature of `log`): `operation`, `error_type`, `error_message`,
+//! `error_count`, `circuit_breaker_state`, `endpoint`, and `cooldown_ms`,
+//! `keys` or `duration_ms` where they apply. The message says the same in
+//! words.
 //!
 //! Passwords never appear at any level: URLs are logged as
 //! `redis://user:***@host:port`.
