@@ -73,6 +73,10 @@ pub struct Stats {
     pub loads_coalesced: u64,
     /// Loaders that returned an error or panicked.
     pub load_errors: u64,
+    /// `get_or_load` waits for another thread's load that ran out (after
+    /// [`Config::call_bound`](crate::Config::call_bound)); the waiter then
+    /// ran its own loader.
+    pub load_wait_timeouts: u64,
     /// Loaded values that could not be stored (the value was still
     /// returned to the caller).
     pub load_store_failures: u64,
@@ -227,6 +231,7 @@ pub(crate) struct Counters {
     pub loads: AtomicU64,
     pub loads_coalesced: AtomicU64,
     pub load_errors: AtomicU64,
+    pub load_wait_timeouts: AtomicU64,
     pub load_store_failures: AtomicU64,
 }
 
@@ -269,6 +274,7 @@ impl Counters {
         s.loads = get(&self.loads);
         s.loads_coalesced = get(&self.loads_coalesced);
         s.load_errors = get(&self.load_errors);
+        s.load_wait_timeouts = get(&self.load_wait_timeouts);
         s.load_store_failures = get(&self.load_store_failures);
     }
 }

@@ -170,7 +170,8 @@ impl Client {
                         Waited::Failed => continue,
                         // The leader is stuck: the caller's time first.
                         Waited::TimedOut => {
-                            return self.load_and_store(key, ttl, load).map(|(v, _)| v)
+                            Counters::bump(&i.counters.load_wait_timeouts);
+                            return self.load_and_store(key, ttl, load).map(|(v, _)| v);
                         }
                     }
                 }

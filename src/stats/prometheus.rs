@@ -293,6 +293,11 @@ fn render_more(w: &mut Writer, s: &Stats) {
             s.load_errors,
         ),
         (
+            "load_wait_timeouts_total",
+            "get_or_load waits for another thread's load that ran out.",
+            s.load_wait_timeouts,
+        ),
+        (
             "load_store_failures_total",
             "Loaded values that could not be stored (still returned).",
             s.load_store_failures,
