@@ -9,7 +9,15 @@
 //! `CACHE_MAX_CONNECTIONS`, ...), runs a few thousand `set`/`get` calls from
 //! four threads, and prints what happened: where the values were served
 //! from, the breaker state, health and the stats table.
+//!
+//! `LOG_FORMAT=json` prints each log line as one JSON object with the
+//! crate's structured fields (`operation`, `error_type`, `error_message`,
+//! `error_count`, `circuit_breaker_state`, `endpoint`, ...), through
+//! `env_logger`'s `kv` feature and a small formatter below: no other
+//! dependency. Without it, `env_logger` prints the fields after the
+//! message as `key=value`.
 
+use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use resilient_redis::{Client, Config};
@@ -17,8 +25,62 @@ use resilient_redis::{Client, Config};
 const THREADS: usize = 4;
 const OPS_PER_THREAD: usize = 1_000;
 
+/// A log line as one JSON object: level, target, message and every
+/// key-value field.
+fn json_line(
+    buf: &mut env_logger::fmt::Formatter,
+    record: &log::Record<'_>,
+) -> std::io::Result<()> {
+    struct Fields(String);
+    impl<'kvs> log::kv::VisitSource<'kvs> for Fields {
+        fn visit_pair(
+            &mut self,
+            key: log::kv::Key<'kvs>,
+            value: log::kv::Value<'kvs>,
+        ) -> Result<(), log::kv::Error> {
+            // Numbers stay numbers; everything else is a string.
+            let v = match value.to_u64() {
+                Some(n) => n.to_string(),
+                None => json_string(&value.to_string()),
+            };
+            self.0 += &format!(",{}:{v}", json_string(key.as_str()));
+            Ok(())
+        }
+    }
+    let mut fields = Fields(String::new());
+    let _ = record.key_values().visit(&mut fields);
+    writeln!(
+        buf,
+        "{{\"level\":\"{}\",\"target\":{},\"message\":{}{}}}",
+        record.level(),
+        json_string(record.target()),
+        json_string(&record.args().to_string()),
+        fields.0
+    )
+}
+
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 fn main() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let mut logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"));
+    if std::env::var("LOG_FORMAT").as_deref() == Ok("json") {
+        logger.format(json_line);
+    }
+    logger.init();
 
     let config = match Config::from_env() {
         Ok(config) => config,

@@ -26,6 +26,7 @@ mod types;
 #[cfg(test)]
 mod tests;
 
+use crate::log_fields::{log_fields, millis, Fields};
 use std::fmt;
 use std::sync::Arc;
 
@@ -75,6 +76,8 @@ pub struct CircuitBreaker {
     clock: SharedClock,
     jitter: Jitter,
     name: String,
+    /// The `endpoint` log field: `primary`, `secondary` or `none`.
+    endpoint: &'static str,
     listeners: Vec<Arc<dyn BreakerListener>>,
 }
 
@@ -89,6 +92,7 @@ impl CircuitBreaker {
             clock,
             jitter: Jitter::from_entropy(),
             name: String::from("circuit breaker"),
+            endpoint: "none",
             listeners: Vec::new(),
         }
     }
@@ -97,6 +101,12 @@ impl CircuitBreaker {
     /// URL. Must not contain a secret. Defaults to `"circuit breaker"`.
     pub fn with_name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
+        self
+    }
+
+    /// The `endpoint` field of its log lines (a client's endpoint role).
+    pub(crate) fn with_endpoint(mut self, endpoint: &'static str) -> Self {
+        self.endpoint = endpoint;
         self
     }
 
@@ -228,14 +238,34 @@ impl CircuitBreaker {
     /// One log line, then the listeners; called with the lock released.
     fn announce(&self, t: &Transition) {
         let name = &self.name;
+        let fields = Fields::new("breaker_transition").at(self.endpoint, t.to.as_str());
+        let cooldown = t.open_for.unwrap_or_default();
+        let failures = u64::from(self.config.failure_threshold);
         match t.to {
-            BreakerState::Open => log::warn!(
+            BreakerState::Open => log_fields!(
+                log::Level::Warn,
+                fields
+                    .error(t.reason.as_str(), "circuit breaker opened")
+                    .count(match t.reason {
+                        TransitionReason::ConsecutiveFailures => failures,
+                        _ => 1,
+                    }),
+                cooldown_ms = millis(cooldown);
                 "{name} opened ({}); next probe in {} ms",
                 t.reason,
-                t.open_for.unwrap_or_default().as_millis()
+                cooldown.as_millis()
             ),
-            BreakerState::ForcedOpen => log::warn!("{name} forced open"),
-            BreakerState::Closed => log::info!("{name} closed ({})", t.reason),
+            BreakerState::ForcedOpen => log_fields!(
+                log::Level::Warn,
+                fields.error(t.reason.as_str(), "circuit breaker forced open");
+                "{name} forced open"
+            ),
+            BreakerState::Closed => log_fields!(
+                log::Level::Info,
+                fields;
+                "{name} closed ({})",
+                t.reason
+            ),
             BreakerState::HalfOpen => log::debug!(
                 "{name} half-open: admitting up to {} probes",
                 self.config.half_open_max_requests

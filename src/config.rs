@@ -125,7 +125,7 @@ pub struct Config {
     pub(crate) fallback_max_bytes: usize,
     pub(crate) key_prefix: String,
     pub(crate) default_ttl: Option<Duration>,
-    pub(crate) compression_threshold: usize,
+    pub(crate) compression_threshold: Option<usize>,
     pub(crate) failover_cooldown: Duration,
     /// `None`: derived, see [`Config::failover_grace`].
     pub(crate) failover_grace: Option<Duration>,
@@ -162,7 +162,7 @@ impl Default for Config {
             fallback_max_bytes: 64 << 20,
             key_prefix: String::new(),
             default_ttl: None,
-            compression_threshold: 512,
+            compression_threshold: None,
             failover_cooldown: Duration::from_secs(300),
             failover_grace: None,
             tls: TlsOptions::default(),
@@ -321,9 +321,9 @@ impl Config {
         self.default_ttl
     }
 
-    /// Values at least this large (bytes) are compressed, when compression
-    /// is enabled.
-    pub fn compression_threshold(&self) -> usize {
+    /// Values at least this large (bytes) are compressed (when that saves
+    /// at least 1/8 of them); `None`: compression is off.
+    pub fn compression_threshold(&self) -> Option<usize> {
         self.compression_threshold
     }
 
@@ -429,7 +429,10 @@ impl fmt::Display for Config {
         )?;
         writeln!(f, "key_prefix             = {:?}", self.key_prefix)?;
         writeln!(f, "default_ttl            = {}", opt(self.default_ttl))?;
-        writeln!(f, "compression_threshold  = {}", self.compression_threshold)?;
+        match self.compression_threshold {
+            Some(n) => writeln!(f, "compression_threshold  = {n}")?,
+            None => writeln!(f, "compression_threshold  = off")?,
+        }
         writeln!(f, "failover_cooldown      = {:?}", self.failover_cooldown)?;
         write!(f, "failover_grace         = {:?}", self.failover_grace())
     }

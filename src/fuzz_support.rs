@@ -70,6 +70,7 @@ pub fn check_config_case(url: &str, env: &[(u8, String)], names: &[&str]) {
 }
 
 mod breaker_model;
+mod codec;
 pub mod fallback;
 
 /// The consistency state machine (outage and failover journals,
@@ -81,6 +82,7 @@ pub mod consistency {
     pub use crate::fallback::Reconcile;
 }
 pub use breaker_model::{check_breaker_case, BreakerOp};
+pub use codec::check_codec;
 
 /// Feeds `reply` (raw bytes as a server would send them) to the RESP
 /// parser and every error it yields to the classifier. Panics if anything

@@ -43,6 +43,11 @@
 //!
 //! - `tls` (default): `rediss://` through rustls with the ring provider.
 //!   Without it a `rediss://` URL is a configuration error.
+//! - `compression` (default): LZ4 value compression (pure Rust, `lz4_flex`
+//!   with its safe encoder and decoder) above
+//!   [`ConfigBuilder::compression_threshold`], which is off unless set.
+//!   Without the feature the threshold is ignored and compressed values
+//!   written by other clients are returned as stored.
 //!
 //! ## Log levels
 //!
@@ -53,6 +58,12 @@
 //! - INFO: recovery (breaker closed, primary restored, fallback released).
 //! - DEBUG: retries, connections created and closed with their reason.
 //! - TRACE: per-command detail.
+//!
+//! Every WARN and INFO line carries structured fields as `log` key-values
+//! (the `kv` feature of `log`): `operation`, `error_type`, `error_message`,
+//! `error_count`, `circuit_breaker_state`, `endpoint`, and `cooldown_ms`,
+//! `keys` or `duration_ms` where they apply. The message says the same in
+//! words.
 //!
 //! Passwords never appear at any level: URLs are logged as
 //! `redis://user:***@host:port`.
@@ -67,6 +78,7 @@
 pub mod breaker;
 mod client;
 mod clock;
+mod codec;
 mod config;
 mod consistency;
 mod error;
@@ -78,6 +90,7 @@ mod events;
 #[cfg_attr(not(feature = "test-support"), allow(dead_code, unused_imports))]
 mod fallback;
 mod jitter;
+mod log_fields;
 mod pool;
 mod retry;
 mod router;
@@ -100,7 +113,7 @@ pub use breaker::{
     BreakerConfig, BreakerListener, BreakerSnapshot, BreakerState, CircuitBreaker, FailureRate,
     OpenBackoff, Permit, Rejected, Transition, TransitionReason, Verdict,
 };
-pub use client::{Client, ClientBuilder, EndpointHealth, Health, HealthStatus};
+pub use client::{Client, ClientBuilder, EndpointHealth, Health, HealthStatus, LoadError};
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use config::{Config, ConfigBuilder, FallbackMode};
 pub use error::{Error, ErrorClass, ErrorKind, RateLimit};

@@ -10,6 +10,7 @@
 
 pub(crate) mod prober;
 
+use crate::log_fields::{log_fields, millis, Fields};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,6 +46,8 @@ pub(crate) struct RedisEndpoint {
     pub(crate) breaker: CircuitBreaker,
     pub(crate) pool: Pool,
     attempts: AtomicU64,
+    /// Counted per endpoint for the metrics: see [`EndpointCounts`].
+    pub(crate) counts: EndpointCounts,
     last_error: Mutex<Option<String>>,
     /// The last attempt failed in a way that says this endpoint cannot
     /// serve (I/O, timeout, TLS, auth); cleared by the next success.
@@ -62,6 +65,7 @@ impl RedisEndpoint {
     ) -> RedisEndpoint {
         let breaker = CircuitBreaker::new(BreakerConfig::from(config), clock.clone())
             .with_name(format!("{} {}", role.as_str(), endpoint.redacted))
+            .with_endpoint(role.as_str())
             .with_listener(breaker_listener);
         let pool = Pool::for_endpoint(endpoint.clone(), config, clock.clone());
         pool.set_listener(pool_listener);
@@ -70,6 +74,7 @@ impl RedisEndpoint {
             breaker,
             pool,
             attempts: AtomicU64::new(0),
+            counts: EndpointCounts::default(),
             last_error: Mutex::new(None),
             failing: AtomicBool::new(false),
         }
@@ -121,6 +126,7 @@ impl RedisEndpoint {
         self.attempts.fetch_add(1, Ordering::Relaxed);
         match f(&mut conn, self.role) {
             Ok(value) => {
+                self.counts.succeeded.fetch_add(1, Ordering::Relaxed);
                 permit.success();
                 // Read first: no store (and no cache-line traffic) on the
                 // common path.
@@ -144,6 +150,10 @@ impl RedisEndpoint {
     }
 
     fn note(&self, e: &Error) {
+        self.counts.failed.fetch_add(1, Ordering::Relaxed);
+        if e.is_rate_limited() {
+            self.counts.rate_limited.fetch_add(1, Ordering::Relaxed);
+        }
         if e.kind() != ErrorKind::CircuitOpen {
             *self.last_error.lock() = Some(e.to_string());
         }
@@ -156,6 +166,14 @@ impl RedisEndpoint {
             self.failing.store(true, Ordering::Relaxed);
         }
     }
+}
+
+/// Outcomes of the attempts on one endpoint (relaxed atomics).
+#[derive(Debug, Default)]
+pub(crate) struct EndpointCounts {
+    pub(crate) succeeded: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) rate_limited: AtomicU64,
 }
 
 /// Failover bookkeeping, behind one mutex (touched only on switches and probes).
@@ -420,7 +438,13 @@ impl Router {
                 let wait = cooldown_for(hint, self.cooldown);
                 let mut quota = self.quota.lock();
                 if !self.quota_blocked.swap(true, Ordering::AcqRel) {
-                    log::warn!(
+                    let message = e.to_string();
+                    log_fields!(
+                        log::Level::Warn,
+                        Fields::new("rate_limited")
+                            .error("rate_limited", &message)
+                            .at("primary", self.primary.breaker.state().as_str()),
+                        cooldown_ms = millis(wait);
                         "the primary redis rate-limited us ({}); no call is sent to it for {wait:?}",
                         describe(limit.as_ref())
                     );
@@ -435,7 +459,12 @@ impl Router {
                 quota.until = None;
                 quota.limit = None;
                 self.quota_blocked.store(false, Ordering::Release);
-                log::info!("the primary redis accepts calls again after its quota cooldown");
+                log_fields!(
+                    log::Level::Info,
+                    Fields::new("rate_limit_cleared")
+                        .at("primary", self.primary.breaker.state().as_str());
+                    "the primary redis accepts calls again after its quota cooldown"
+                );
             }
             _ => {}
         }

@@ -53,6 +53,33 @@ pub struct Stats {
     pub failovers: u64,
     /// One entry per configured Redis endpoint (primary first).
     pub endpoints: Vec<EndpointStats>,
+    /// Switches back from the secondary to the primary Redis.
+    pub restores: u64,
+    /// Bytes of the values stored compressed, before compression.
+    pub compression_input_bytes: u64,
+    /// The same values' bytes as stored (header included).
+    pub compression_output_bytes: u64,
+    /// Values stored compressed.
+    pub values_compressed: u64,
+    /// Values read back and decompressed.
+    pub values_decompressed: u64,
+    /// Values that carried the compression header but did not decode; they
+    /// were returned as stored.
+    pub values_undecodable: u64,
+    /// Loaders run by [`Client::get_or_load`](crate::Client::get_or_load).
+    pub loads: u64,
+    /// `get_or_load` calls that waited for another thread's load of the
+    /// same key instead of running their own loader.
+    pub loads_coalesced: u64,
+    /// Loaders that returned an error or panicked.
+    pub load_errors: u64,
+    /// `get_or_load` waits for another thread's load that ran out (after
+    /// [`Config::call_bound`](crate::Config::call_bound)); the waiter then
+    /// ran its own loader.
+    pub load_wait_timeouts: u64,
+    /// Loaded values that could not be stored (the value was still
+    /// returned to the caller).
+    pub load_store_failures: u64,
 }
 
 /// Per-endpoint part of [`Stats`].
@@ -83,6 +110,16 @@ pub struct EndpointStats {
     pub connections_closed: u64,
     /// Attempts sent to this endpoint.
     pub requests: u64,
+    /// Connects that failed.
+    pub connect_failures: u64,
+    /// Attempts that succeeded.
+    pub commands_succeeded: u64,
+    /// Attempts the breaker let through that failed: connect or checkout
+    /// failure, I/O error, timeout, rate limit, error reply. (Calls the
+    /// open breaker refused are `breaker_rejections`.)
+    pub commands_failed: u64,
+    /// Rate-limit or quota replies from this endpoint.
+    pub rate_limit_replies: u64,
 }
 
 impl EndpointStats {
@@ -189,6 +226,12 @@ pub(crate) struct Counters {
     pub fallback_writes: AtomicU64,
     pub reconciled_keys: AtomicU64,
     pub failovers: AtomicU64,
+    pub restores: AtomicU64,
+    pub loads: AtomicU64,
+    pub loads_coalesced: AtomicU64,
+    pub load_errors: AtomicU64,
+    pub load_wait_timeouts: AtomicU64,
+    pub load_store_failures: AtomicU64,
 }
 
 impl Counters {
@@ -225,5 +268,11 @@ impl Counters {
         s.fallback_writes = get(&self.fallback_writes);
         s.reconciled_keys = get(&self.reconciled_keys);
         s.failovers = get(&self.failovers);
+        s.restores = get(&self.restores);
+        s.loads = get(&self.loads);
+        s.loads_coalesced = get(&self.loads_coalesced);
+        s.load_errors = get(&self.load_errors);
+        s.load_wait_timeouts = get(&self.load_wait_timeouts);
+        s.load_store_failures = get(&self.load_store_failures);
     }
 }

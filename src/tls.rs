@@ -22,6 +22,7 @@
 
 use crate::config::{Endpoint, Labels, TlsOptions};
 use crate::error::Error;
+use crate::log_fields::{log_fields, Fields};
 
 #[cfg(feature = "tls")]
 mod classify;
@@ -92,7 +93,9 @@ pub(crate) fn apply(
                     "{label}: the primary uses rediss:// but the secondary is plain redis://, so a failover would send traffic unencrypted; use rediss:// or allow_tls_downgrade(true)"
                 )));
             }
-            log::warn!(
+            log_fields!(
+                log::Level::Warn,
+                Fields::new("config").at("secondary", "none");
                 "TLS downgrade allowed: a failover from {} goes to {} without TLS",
                 p.redacted,
                 s.redacted
@@ -178,7 +181,9 @@ fn attach(
     }
     if !unverified.is_empty() {
         // One line per config, however many endpoints it covers.
-        log::warn!(
+        log_fields!(
+            log::Level::Warn,
+            Fields::new("config");
             "TLS certificate verification is OFF for {} (danger_accept_invalid_certs): connections are encrypted but the server is not authenticated",
             unverified.join(" and ")
         );

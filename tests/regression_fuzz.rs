@@ -97,6 +97,20 @@ fn reply_regressions() {
 }
 
 #[test]
+fn codec_regressions() {
+    // Raw bytes: the file is the stored value.
+    let inputs = inputs("codec");
+    for (_, bytes) in &inputs {
+        cases::run_codec(bytes);
+    }
+    let ran = inputs.len();
+    assert!(
+        ran >= 4,
+        "expected the committed codec seed inputs, ran {ran}"
+    );
+}
+
+#[test]
 fn consistency_regressions() {
     let ran = replay(
         "consistency",

@@ -9,13 +9,11 @@ use redis::{FromRedisValue, ToRedisArgs, Value};
 
 use super::inner::Fallback;
 use super::Client;
+use crate::codec::{Codec, MAX_VALUE_BYTES};
 use crate::consistency::{Access, Mirror};
 use crate::error::{Error, ErrorClass, ErrorKind};
 use crate::fallback::{JournalOp, MemoryStore, SetOutcome};
 use crate::stats::Counters;
-
-/// Largest value accepted: Redis' own limit for a string.
-const MAX_VALUE_BYTES: usize = 512 << 20;
 
 impl Client {
     /// The value of `key`, or `None` when it does not exist.
@@ -26,8 +24,13 @@ impl Client {
     /// [`ErrorKind::UnexpectedReply`] when the value does not convert to
     /// `V`; availability errors only when the fallback is disabled.
     pub fn get<K: AsRef<[u8]>, V: FromRedisValue>(&self, key: K) -> Result<Option<V>, Error> {
+        self.get_bytes(key.as_ref())?.map(convert).transpose()
+    }
+
+    /// The value of `key` as the caller stored it (decompressed).
+    pub(super) fn get_bytes(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
         let i = &*self.inner;
-        let key = i.key(key.as_ref());
+        let key = i.key(key);
         let bytes = i.cache_op(
             &[&key],
             Access::Read,
@@ -37,7 +40,7 @@ impl Client {
             Fallback::Read(|m: &MemoryStore| Ok(m.get(&key).map(|v| v.to_vec()))),
         )?;
         self.count_read(bytes.is_some());
-        bytes.map(|b| decode(b)).transpose()
+        Ok(bytes.map(|b| unpack(&i.codec, b)))
     }
 
     /// Sets `key` to `value`, with the configured default TTL if any.
@@ -77,7 +80,7 @@ impl Client {
         ttl: Option<Duration>,
     ) -> Result<(), Error> {
         let i = &*self.inner;
-        let value = encode(value).map_err(|e| i.fail(e))?;
+        let value = encode(&i.codec, value).map_err(|e| i.fail(e))?;
         let key = i.key(key);
         let values: [&[u8]; 1] = [&value];
         i.cache_op(
@@ -250,7 +253,7 @@ impl Client {
             .into_iter()
             .map(|v| {
                 self.count_read(v.is_some());
-                v.map(decode).transpose()
+                v.map(|b| convert(unpack(&i.codec, b))).transpose()
             })
             .collect()
     }
@@ -267,7 +270,10 @@ impl Client {
         }
         let mut entries = Vec::with_capacity(pairs.len());
         for (k, v) in pairs {
-            entries.push((i.key(k.as_ref()), encode(v).map_err(|e| i.fail(e))?));
+            entries.push((
+                i.key(k.as_ref()),
+                encode(&i.codec, v).map_err(|e| i.fail(e))?,
+            ));
         }
         let refs: Vec<&[u8]> = entries.iter().map(|(k, _)| &k[..]).collect();
         let values: Vec<&[u8]> = entries.iter().map(|(_, v)| &v[..]).collect();
@@ -321,8 +327,16 @@ fn ttl_millis(ttl: Duration) -> u64 {
     u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// A value as the single Redis argument it encodes to.
-fn encode<V: ToRedisArgs>(value: &V) -> Result<Vec<u8>, Error> {
+/// A value as the single Redis argument it encodes to, then through the
+/// codec: the one place a value is compressed, before it enters any path
+/// (Redis, the write-through copy, the memory store, replay).
+pub(super) fn encode<V: ToRedisArgs>(codec: &Codec, value: &V) -> Result<Vec<u8>, Error> {
+    let bytes = argument(value)?;
+    Ok(codec.encode(bytes))
+}
+
+/// A value as the single Redis argument it encodes to, at most 512 MiB.
+pub(super) fn argument<V: ToRedisArgs>(value: &V) -> Result<Vec<u8>, Error> {
     let mut args = value.to_redis_args();
     if args.len() != 1 {
         return Err(Error::invalid_input(format!(
@@ -362,8 +376,14 @@ fn memory_set(
     }
 }
 
-/// Bytes from Redis or memory, converted to the caller's type.
-fn decode<V: FromRedisValue>(bytes: Vec<u8>) -> Result<V, Error> {
+/// Bytes from Redis or memory as the caller stored them: the one place a
+/// value is decompressed, after it leaves any path.
+fn unpack(codec: &Codec, stored: Vec<u8>) -> Vec<u8> {
+    codec.decode(stored)
+}
+
+/// A value's bytes, converted to the caller's type.
+pub(super) fn convert<V: FromRedisValue>(bytes: Vec<u8>) -> Result<V, Error> {
     V::from_redis_value(Value::BulkString(bytes))
         .map_err(|e| Error::from_redis(redis::RedisError::from(e)))
 }
@@ -374,9 +394,9 @@ mod tests {
 
     #[test]
     fn values_must_be_one_argument() {
-        assert!(encode(&"x").is_ok());
-        assert!(encode(&42).is_ok());
-        let err = encode(&vec!["a", "b"]).err().map(|e| e.kind());
+        assert!(argument(&"x").is_ok());
+        assert!(argument(&42).is_ok());
+        let err = argument(&vec!["a", "b"]).err().map(|e| e.kind());
         assert_eq!(err, Some(ErrorKind::InvalidInput));
     }
 }

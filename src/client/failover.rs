@@ -6,6 +6,7 @@
 
 use super::inner::Inner;
 use crate::events::Event;
+use crate::log_fields::{log_fields, millis, Fields};
 use crate::router::Router;
 
 impl Inner {
@@ -66,8 +67,12 @@ impl Inner {
             return false;
         };
         router.primary.breaker.reset();
+        crate::stats::Counters::bump(&self.counters.restores);
         self.reconcile();
-        log::info!(
+        log_fields!(
+            log::Level::Info,
+            Fields::new("failover_restored").at("primary", router.primary.breaker.state().as_str()),
+            duration_ms = millis(duration);
             "restored the primary redis after {:.1} s on the secondary",
             duration.as_secs_f64()
         );

@@ -9,13 +9,16 @@ use parking_lot::Mutex;
 use redis::RedisResult;
 
 use super::outage::{Change, Outage};
+use super::single_flight::SingleFlight;
 use crate::breaker::{BreakerListener, Transition};
 use crate::clock::SharedClock;
+use crate::codec::Codec;
 use crate::config::{Config, FallbackMode};
 use crate::consistency::{Access, CommandKeys, Consistency, Mirror, Outcome};
 use crate::error::{Error, ErrorClass, ErrorKind};
 use crate::events::{Event, Listeners};
 use crate::fallback::{JournalOp, MemoryStore, Reconcile};
+use crate::log_fields::{log_fields, millis, Fields};
 use crate::pool::{CloseReason, PoolListener, PooledConnection};
 use crate::retry::{Retrier, RetryObserver};
 use crate::router::prober::Prober;
@@ -58,6 +61,10 @@ pub(crate) struct Inner {
     pub(crate) outage: Outage,
     pub(crate) listeners: Arc<Listeners>,
     pub(crate) prober: OnceLock<Prober>,
+    /// Value compression, applied in `cache.rs`.
+    pub(crate) codec: Codec,
+    /// Keys being loaded by `get_or_load`.
+    pub(crate) flights: SingleFlight,
 }
 
 /// Forwards breaker and pool notifications to the client's listeners.
@@ -125,6 +132,8 @@ impl Inner {
             outage: Outage::default(),
             listeners,
             prober: OnceLock::new(),
+            codec: Codec::new(config.compression_threshold),
+            flights: SingleFlight::new(),
             config,
             clock,
             router,
@@ -278,7 +287,8 @@ impl Inner {
     /// Counts an error returned to the caller.
     pub(crate) fn fail(&self, e: Error) -> Error {
         self.counters.error(&e);
-        self.outage.error_suppressed(self.clock.now());
+        self.outage
+            .error_suppressed(self.clock.now(), &|| self.scope());
         e
     }
 
@@ -298,13 +308,16 @@ impl Inner {
         match cause {
             Some(cause) => {
                 if let Change::Engaged(kind) =
-                    self.outage.served_from_memory(cause, self.clock.now())
+                    self.outage
+                        .served_from_memory(cause, self.clock.now(), &|| self.scope())
                 {
                     self.listeners.emit(Event::FallbackEngaged { cause: kind });
                 }
             }
             // A journaled key, kept in memory until reconciled.
-            None => self.outage.served_journaled(self.clock.now()),
+            None => self
+                .outage
+                .served_journaled(self.clock.now(), &|| self.scope()),
         }
         let result = match fallback {
             // Only `INCR` uses it: a write.
@@ -367,9 +380,31 @@ impl Inner {
         result
     }
 
+    /// The active endpoint and its breaker's state, for the log fields.
+    pub(crate) fn scope(&self) -> (&'static str, &'static str) {
+        match &self.router {
+            Some(router) => {
+                let active = router.active();
+                (active.role.as_str(), active.breaker.state().as_str())
+            }
+            None => ("memory", "none"),
+        }
+    }
+
     fn failed_over(&self, switch: Switch) {
         Counters::bump(&self.counters.failovers);
-        log::warn!(
+        let primary = self.router.as_ref().map(|r| &r.primary);
+        // What the primary last failed with (a quota reply, a refused connect).
+        let message = primary.and_then(|p| p.last_error()).unwrap_or_default();
+        log_fields!(
+            log::Level::Warn,
+            Fields::new("failover")
+                .error(switch.reason.as_str(), &message)
+                .at(
+                    "primary",
+                    primary.map_or("none", |p| p.breaker.state().as_str())
+                ),
+            cooldown_ms = millis(switch.cooldown);
             "failing over to the secondary redis ({}); the primary is probed again in {:?}",
             switch.reason.as_str(),
             switch.cooldown
@@ -389,7 +424,9 @@ impl Inner {
         if !self.outage.is_engaged() {
             return;
         }
-        if let Change::Released { served, duration } = self.outage.redis_answered(self.clock.now())
+        if let Change::Released { served, duration } = self
+            .outage
+            .redis_answered(self.clock.now(), &|| self.scope())
         {
             self.listeners.emit(Event::FallbackReleased {
                 served_from_memory: served,
@@ -495,7 +532,12 @@ impl Inner {
         }
         if keys > 0 {
             Counters::bump_by(&self.counters.reconciled_keys, keys as u64);
-            log::info!(
+            log_fields!(
+                log::Level::Info,
+                Fields::new("reconcile")
+                    .count(failed.unwrap_or(0) as u64)
+                    .at(endpoint.role.as_str(), endpoint.breaker.state().as_str()),
+                keys = keys;
                 "reconciled {keys} keys on the {} redis ({journaled} written during an outage, {})",
                 endpoint.role.as_str(),
                 match self.consistency.mode() {

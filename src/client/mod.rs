@@ -5,7 +5,9 @@ mod cache;
 mod failover;
 mod health;
 mod inner;
+mod load;
 mod outage;
+mod single_flight;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,6 +16,7 @@ use redis::FromRedisValue;
 
 pub use self::health::{EndpointHealth, Health, HealthStatus};
 use self::inner::{Bridge, Inner};
+pub use self::load::LoadError;
 use crate::breaker::BreakerState;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
@@ -148,7 +151,9 @@ impl ClientBuilder {
             )
         });
         if router.is_none() {
-            log::warn!(
+            crate::log_fields::log_fields!(
+                log::Level::Warn,
+                crate::log_fields::Fields::new("config").at("memory", "none");
                 "no REDIS_URL configured: running on the in-memory store only ({})",
                 config.fallback_mode
             );
@@ -389,6 +394,7 @@ impl Client {
     /// Counters and gauges since the client was created; see
     /// [`Stats::to_prometheus`].
     pub fn stats(&self) -> Stats {
+        use std::sync::atomic::Ordering::Relaxed;
         let i = &*self.inner;
         let mut s = Stats::default();
         i.counters.fill(&mut s);
@@ -396,6 +402,7 @@ impl Client {
         s.fallback_entries = i.memory.as_ref().map_or(0, |m| m.len() as u64);
         s.journal_len = i.consistency.journaled() as u64;
         s.journal_overflows = i.consistency.refused();
+        i.codec.stats.fill(&mut s);
         if let Some(router) = &i.router {
             s.failover_active = router.failover_active();
             s.endpoints = router
@@ -417,6 +424,10 @@ impl Client {
                         connections_created: ps.created,
                         connections_closed: ps.closed(),
                         requests: e.attempts(),
+                        connect_failures: ps.connect_failures,
+                        commands_succeeded: e.counts.succeeded.load(Relaxed),
+                        commands_failed: e.counts.failed.load(Relaxed),
+                        rate_limit_replies: e.counts.rate_limited.load(Relaxed),
                     }
                 })
                 .collect();

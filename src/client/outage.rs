@@ -9,6 +9,11 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::error::{Error, ErrorKind};
+use crate::log_fields::{log_fields, millis, Fields};
+
+/// Where the outage is seen, for the log fields: the active endpoint and
+/// its breaker's state. Asked only when a line is logged.
+pub(crate) type Scope<'a> = &'a dyn Fn() -> (&'static str, &'static str);
 
 /// How often an outage summary is logged while the fallback is engaged.
 pub(crate) const SUMMARY_PERIOD: Duration = Duration::from_secs(60);
@@ -21,6 +26,10 @@ struct State {
     served: u64,
     suppressed: u64,
     last_summary: Option<Instant>,
+    /// What engaged the fallback: kind and message, for the log fields.
+    cause: Option<(ErrorKind, String)>,
+    /// Errors suppressed since it engaged.
+    suppressed_total: u64,
 }
 
 /// What changed when an operation was served from memory or Redis answered.
@@ -45,15 +54,17 @@ impl Outage {
     }
 
     /// An operation is being served from memory because of `cause`.
-    pub(crate) fn served_from_memory(&self, cause: &Error, now: Instant) -> Change {
+    pub(crate) fn served_from_memory(&self, cause: &Error, now: Instant, at: Scope<'_>) -> Change {
         let summary = {
             let mut s = self.state.lock();
             s.served += 1;
             s.served_total += 1;
             s.suppressed += 1;
+            s.suppressed_total += 1;
             if s.engaged_since.is_none() {
                 s.engaged_since = Some(now);
                 s.last_summary = Some(now);
+                s.cause = Some((cause.kind(), cause.to_string()));
                 self.engaged
                     .store(true, std::sync::atomic::Ordering::Release);
                 None
@@ -65,20 +76,26 @@ impl Outage {
         // every other thread that is being served from memory.
         match summary {
             None => {
-                log::warn!(
+                let (endpoint, breaker) = at();
+                let message = cause.to_string();
+                log_fields!(
+                    log::Level::Warn,
+                    Fields::new("fallback_engaged")
+                        .error(cause.kind().as_str(), &message)
+                        .at(endpoint, breaker);
                     "redis unavailable ({cause}); serving cache operations from memory until it answers again"
                 );
                 Change::Engaged(cause.kind())
             }
             Some(summary) => {
-                log_summary(summary);
+                log_summary(summary, at);
                 Change::None
             }
         }
     }
 
     /// A journaled key was served from memory (no Redis attempt was made).
-    pub(crate) fn served_journaled(&self, now: Instant) {
+    pub(crate) fn served_journaled(&self, now: Instant, at: Scope<'_>) {
         if !self.is_engaged() {
             return;
         }
@@ -88,28 +105,29 @@ impl Outage {
             s.served_total += 1;
             Self::summary_due(&mut s, now)
         };
-        log_summary(summary);
+        log_summary(summary, at);
     }
 
     /// An error was returned to a caller (no fallback) during an outage.
-    pub(crate) fn error_suppressed(&self, now: Instant) {
+    pub(crate) fn error_suppressed(&self, now: Instant, at: Scope<'_>) {
         if !self.is_engaged() {
             return;
         }
         let summary = {
             let mut s = self.state.lock();
             s.suppressed += 1;
+            s.suppressed_total += 1;
             Self::summary_due(&mut s, now)
         };
-        log_summary(summary);
+        log_summary(summary, at);
     }
 
     /// Redis answered: releases the fallback if it was engaged.
-    pub(crate) fn redis_answered(&self, now: Instant) -> Change {
+    pub(crate) fn redis_answered(&self, now: Instant, at: Scope<'_>) -> Change {
         if !self.is_engaged() {
             return Change::None;
         }
-        let (served, duration) = {
+        let (served, duration, errors, cause) = {
             let mut s = self.state.lock();
             let Some(since) = s.engaged_since.take() else {
                 return Change::None;
@@ -120,9 +138,23 @@ impl Outage {
             s.served = 0;
             s.suppressed = 0;
             s.last_summary = None;
-            (served, now.saturating_duration_since(since))
+            let errors = std::mem::take(&mut s.suppressed_total);
+            (
+                served,
+                now.saturating_duration_since(since),
+                errors,
+                s.cause.take(),
+            )
         };
-        log::info!(
+        let (endpoint, breaker) = at();
+        let (kind, message) = cause.unwrap_or((ErrorKind::Connection, String::new()));
+        log_fields!(
+            log::Level::Info,
+            Fields::new("fallback_released")
+                .error(kind.as_str(), &message)
+                .count(errors)
+                .at(endpoint, breaker),
+            duration_ms = millis(duration);
             "redis answers again after {:.1} s; {served} operations were served from memory",
             duration.as_secs_f64()
         );
@@ -138,9 +170,15 @@ impl Outage {
         if !due {
             return None;
         }
+        let (kind, message) = s
+            .cause
+            .clone()
+            .unwrap_or((ErrorKind::Connection, String::new()));
         let summary = Summary {
             served: std::mem::take(&mut s.served),
             suppressed: std::mem::take(&mut s.suppressed),
+            kind,
+            message,
         };
         s.last_summary = Some(now);
         Some(summary)
@@ -152,12 +190,28 @@ impl Outage {
 struct Summary {
     served: u64,
     suppressed: u64,
+    /// What engaged the fallback.
+    kind: ErrorKind,
+    message: String,
 }
 
 /// Logs `summary`, if there is one. Never called with the state locked.
-fn log_summary(summary: Option<Summary>) {
-    if let Some(Summary { served, suppressed }) = summary {
-        log::warn!(
+fn log_summary(summary: Option<Summary>, at: Scope<'_>) {
+    if let Some(Summary {
+        served,
+        suppressed,
+        kind,
+        message,
+    }) = summary
+    {
+        let (endpoint, breaker) = at();
+        log_fields!(
+            log::Level::Warn,
+            Fields::new("outage_summary")
+                .error(kind.as_str(), &message)
+                .count(suppressed)
+                .at(endpoint, breaker),
+            duration_ms = millis(SUMMARY_PERIOD);
             "redis still unavailable: {served} operations served from memory, {suppressed} errors suppressed in the last {} s",
             SUMMARY_PERIOD.as_secs()
         );
@@ -169,6 +223,12 @@ mod tests {
     use super::*;
     use crate::error::ErrorClass;
 
+    const NOWHERE: Scope<'static> = &nowhere;
+
+    fn nowhere() -> (&'static str, &'static str) {
+        ("none", "none")
+    }
+
     #[test]
     fn engage_summarize_release() {
         let outage = Outage::default();
@@ -179,17 +239,17 @@ mod tests {
             "connection refused",
         );
         assert_eq!(
-            outage.served_from_memory(&cause, t0),
+            outage.served_from_memory(&cause, t0, NOWHERE),
             Change::Engaged(ErrorKind::Connection)
         );
         assert!(outage.is_engaged());
         for i in 1..100u64 {
             assert_eq!(
-                outage.served_from_memory(&cause, t0 + Duration::from_secs(i)),
+                outage.served_from_memory(&cause, t0 + Duration::from_secs(i), NOWHERE),
                 Change::None
             );
         }
-        match outage.redis_answered(t0 + Duration::from_secs(100)) {
+        match outage.redis_answered(t0 + Duration::from_secs(100), NOWHERE) {
             Change::Released { served, duration } => {
                 assert_eq!(served, 100);
                 assert_eq!(duration, Duration::from_secs(100));
@@ -197,7 +257,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(!outage.is_engaged());
-        assert_eq!(outage.redis_answered(t0), Change::None);
+        assert_eq!(outage.redis_answered(t0, NOWHERE), Change::None);
     }
 
     /// Every line (engaged, summaries from each entry point, released) is
@@ -221,12 +281,12 @@ mod tests {
         let t0 = Instant::now();
         let at = |s: u64| t0 + Duration::from_secs(s);
         let cause = Error::new(ErrorKind::Connection, ErrorClass::Transient, "refused");
-        outage.served_from_memory(&cause, t0);
-        outage.served_from_memory(&cause, at(60));
-        outage.served_journaled(at(120));
-        outage.error_suppressed(at(180));
-        outage.error_suppressed(at(181));
-        outage.redis_answered(at(200));
+        outage.served_from_memory(&cause, t0, NOWHERE);
+        outage.served_from_memory(&cause, at(60), NOWHERE);
+        outage.served_journaled(at(120), NOWHERE);
+        outage.error_suppressed(at(180), NOWHERE);
+        outage.error_suppressed(at(181), NOWHERE);
+        outage.redis_answered(at(200), NOWHERE);
 
         let lines = crate::test_log::take("resilient_redis::client::outage");
         let levels: Vec<_> = lines.iter().map(|(l, _)| *l).collect();

@@ -191,9 +191,16 @@ impl ConfigBuilder {
         self
     }
 
-    /// Values at least this many bytes are compressed when compression is
-    /// enabled. Defaults to 512.
-    pub fn compression_threshold(mut self, v: usize) -> Self {
+    /// Values at least this many bytes are stored LZ4-compressed, when that
+    /// saves at least 1/8 of their size; `None` stores every value as
+    /// given. Defaults to `None`: other services may read the same keys,
+    /// and they would see the compressed bytes (format in the README).
+    /// `Some(512)` is what the Python design this crate replaces used.
+    ///
+    /// Compressed values are read back whatever this setting, so it can be
+    /// turned on and off across a fleet. Needs the `compression` feature
+    /// (on by default); without it the setting is ignored.
+    pub fn compression_threshold(mut self, v: Option<usize>) -> Self {
         self.config.compression_threshold = v;
         self
     }
@@ -340,12 +347,14 @@ impl ConfigBuilder {
             )));
         }
         check_optional(labels.default_ttl, c.default_ttl, &(MIN_DURATION..=MAX_TTL))?;
-        check_usize(
-            labels.compression_threshold,
-            c.compression_threshold,
-            0,
-            MAX_COMPRESSION_THRESHOLD,
-        )?;
+        if let Some(threshold) = c.compression_threshold {
+            check_usize(
+                labels.compression_threshold,
+                threshold,
+                0,
+                MAX_COMPRESSION_THRESHOLD,
+            )?;
+        }
         check_duration(
             labels.failover_cooldown,
             c.failover_cooldown,

@@ -1,6 +1,7 @@
 //! `Config::from_env`: the variable names users of the Python and .NET
 //! designs already set, plus the crate's own for what those do not cover.
 
+use crate::log_fields::{log_fields, Fields};
 use std::time::Duration;
 
 use super::{Config, FallbackMode, Labels};
@@ -53,7 +54,10 @@ pub(crate) const VARIABLES: &[(&str, &str)] = &[
     ),
     ("REDIS_CIRCUIT_BREAKER_SUCCESS_THRESHOLD", "default 2"),
     ("REDIS_CIRCUIT_BREAKER_HALF_OPEN_MAX_REQUESTS", "default 3"),
-    ("REDIS_COMPRESSION_THRESHOLD", "bytes; default 512"),
+    (
+        "REDIS_COMPRESSION_THRESHOLD",
+        "bytes; empty or off: no compression; default off",
+    ),
     (
         "REDIS_FAILOVER_COOLDOWN",
         "seconds (fractions allowed); default 300",
@@ -146,7 +150,7 @@ impl Config {
     /// | `REDIS_CIRCUIT_BREAKER_TIMEOUT` | s; default 60 |
     /// | `REDIS_CIRCUIT_BREAKER_SUCCESS_THRESHOLD` | default 2 |
     /// | `REDIS_CIRCUIT_BREAKER_HALF_OPEN_MAX_REQUESTS` | default 3 |
-    /// | `REDIS_COMPRESSION_THRESHOLD` | bytes; default 512 |
+    /// | `REDIS_COMPRESSION_THRESHOLD` | bytes: values this large or larger are stored LZ4-compressed; empty or `off`: none; default off |
     /// | `REDIS_FAILOVER_COOLDOWN` | s; default 300 |
     /// | `REDIS_FAILOVER_GRACE` | s; default the longer of the health check interval and the breaker timeout |
     /// | `CACHE_KEY_PREFIX` | default empty |
@@ -241,7 +245,9 @@ impl Config {
             // As the design this replaces did: enabled without a URL means
             // the local Redis.
             (None, Some(true)) if has_primary => {
-                log::info!(
+                log_fields!(
+                    log::Level::Info,
+                    Fields::new("config").at("secondary", "none");
                     "{} is true and {} is not set: the fallback Redis is {DEFAULT_FALLBACK_URL}",
                     l.fallback_enabled,
                     l.fallback_url
@@ -354,8 +360,12 @@ impl Config {
         if let Some(v) = secs(l.open_timeout)? {
             b = b.open_timeout(v);
         }
-        if let Some(v) = size(l.compression_threshold)? {
-            b = b.compression_threshold(v);
+        // Off unless set (other services may read the same keys); `off`
+        // says so explicitly, as does an empty value.
+        match get(l.compression_threshold) {
+            Some(v) if v.eq_ignore_ascii_case("off") => b = b.compression_threshold(None),
+            Some(_) => b = b.compression_threshold(size(l.compression_threshold)?),
+            None => {}
         }
         if let Some(v) = secs(l.failover_cooldown)? {
             b = b.failover_cooldown(v);

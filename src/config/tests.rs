@@ -24,7 +24,7 @@ fn defaults_match_the_design() -> Result<(), Error> {
     assert_eq!(c.retry_base_delay(), Duration::from_millis(100));
     assert_eq!(c.failure_threshold(), 5);
     assert_eq!(c.open_timeout(), Duration::from_secs(60));
-    assert_eq!(c.compression_threshold(), 512);
+    assert_eq!(c.compression_threshold(), None);
     assert_eq!(c.keepalive_idle(), Duration::from_secs(60));
     assert_eq!(c.keepalive_interval(), Duration::from_secs(30));
     assert_eq!(c.keepalive_count(), 3);

@@ -5,6 +5,7 @@
 //! exits as soon as the last `Pool` handle drops (its channel disconnects);
 //! that drop joins it, so no thread outlives the pool.
 
+use crate::log_fields::{log_fields, Fields};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
@@ -71,7 +72,12 @@ impl Maintenance {
         let thread = match thread {
             Ok(t) => Some(t),
             Err(e) => {
-                log::warn!("could not start the pool maintenance thread: {e}");
+                let message = e.to_string();
+                log_fields!(
+                    log::Level::Warn,
+                    Fields::new("start_thread").error("io", &message);
+                    "could not start the pool maintenance thread: {e}"
+                );
                 exited.store(true, Ordering::Release);
                 None
             }

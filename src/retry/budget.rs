@@ -2,6 +2,7 @@
 //! throttling (gRPC proposal A6), so that a long outage cannot turn every
 //! call into `1 + max_retries` calls against a server trying to recover.
 
+use crate::log_fields::{log_fields, Fields};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::error::Error;
@@ -138,7 +139,9 @@ impl RetryBudget {
         } else {
             self.denied.fetch_add(1, Ordering::Relaxed);
             if !self.exhausted.swap(true, Ordering::Relaxed) {
-                log::warn!(
+                log_fields!(
+                    log::Level::Warn,
+                    Fields::new("retry_budget").error("retry_budget_exhausted", "retry budget exhausted");
                     "retry budget exhausted: retries paused until successful calls refill it"
                 );
             }
@@ -167,7 +170,11 @@ impl RetryBudget {
             && self.exhausted.load(Ordering::Relaxed)
             && self.exhausted.swap(false, Ordering::Relaxed)
         {
-            log::info!("retry budget refilled: retries resumed");
+            log_fields!(
+                log::Level::Info,
+                Fields::new("retry_budget");
+                "retry budget refilled: retries resumed"
+            );
         }
     }
 

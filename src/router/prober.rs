@@ -2,6 +2,7 @@
 //! only a weak reference to its target, and stops when the target's owner
 //! drops the [`Prober`].
 
+use crate::log_fields::{log_fields, Fields};
 use std::sync::Weak;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -47,7 +48,12 @@ impl Prober {
             Err(e) => {
                 // Without the thread the primary is still restored by
                 // explicit probes; say so once rather than fail the client.
-                log::warn!("could not start the failover prober thread: {e}");
+                let message = e.to_string();
+                log_fields!(
+                    log::Level::Warn,
+                    Fields::new("start_thread").error("io", &message);
+                    "could not start the failover prober thread: {e}"
+                );
                 Prober {
                     stop: None,
                     handle: None,

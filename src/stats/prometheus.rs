@@ -141,6 +141,7 @@ pub(super) fn render(s: &Stats) -> String {
         "Switches from the primary to the secondary Redis.",
         s.failovers as f64,
     );
+    render_more(&mut w, s);
 
     if !s.endpoints.is_empty() {
         w.family(
@@ -174,7 +175,7 @@ pub(super) fn render(s: &Stats) -> String {
             }
         }
         type Field = fn(&EndpointStats) -> u64;
-        let per_endpoint: [(&str, &str, &str, Field); 6] = [
+        let per_endpoint: [(&str, &str, &str, Field); 10] = [
             (
                 "circuit_opens_total",
                 c,
@@ -211,6 +212,30 @@ pub(super) fn render(s: &Stats) -> String {
                 "Attempts sent to each endpoint.",
                 |e| e.requests,
             ),
+            (
+                "connect_failures_total",
+                c,
+                "Connects that failed, per endpoint.",
+                |e| e.connect_failures,
+            ),
+            (
+                "commands_succeeded_total",
+                c,
+                "Attempts that succeeded, per endpoint.",
+                |e| e.commands_succeeded,
+            ),
+            (
+                "commands_failed_total",
+                c,
+                "Attempts the breaker let through that failed, per endpoint.",
+                |e| e.commands_failed,
+            ),
+            (
+                "rate_limit_replies_total",
+                c,
+                "Rate-limit or quota replies, per endpoint.",
+                |e| e.rate_limit_replies,
+            ),
         ];
         for (name, kind, help, field) in per_endpoint {
             w.family(name, kind, help);
@@ -220,6 +245,66 @@ pub(super) fn render(s: &Stats) -> String {
         }
     }
     w.out
+}
+
+/// The families added with compression, `get_or_load` and restores.
+fn render_more(w: &mut Writer, s: &Stats) {
+    let c = "counter";
+    for (name, help, value) in [
+        (
+            "restores_total",
+            "Switches back from the secondary to the primary Redis.",
+            s.restores,
+        ),
+        (
+            "compression_input_bytes_total",
+            "Bytes of the values stored compressed, before compression.",
+            s.compression_input_bytes,
+        ),
+        (
+            "compression_output_bytes_total",
+            "Bytes of the values stored compressed, as stored.",
+            s.compression_output_bytes,
+        ),
+        (
+            "values_compressed_total",
+            "Values stored compressed.",
+            s.values_compressed,
+        ),
+        (
+            "values_decompressed_total",
+            "Values read back and decompressed.",
+            s.values_decompressed,
+        ),
+        (
+            "values_undecodable_total",
+            "Values with the compression header that did not decode (returned as stored).",
+            s.values_undecodable,
+        ),
+        ("loads_total", "Loaders run by get_or_load.", s.loads),
+        (
+            "loads_coalesced_total",
+            "get_or_load calls that waited for another thread's load of the same key.",
+            s.loads_coalesced,
+        ),
+        (
+            "load_errors_total",
+            "get_or_load loaders that failed or panicked.",
+            s.load_errors,
+        ),
+        (
+            "load_wait_timeouts_total",
+            "get_or_load waits for another thread's load that ran out.",
+            s.load_wait_timeouts,
+        ),
+        (
+            "load_store_failures_total",
+            "Loaded values that could not be stored (still returned).",
+            s.load_store_failures,
+        ),
+    ] {
+        w.single(name, c, help, value as f64);
+    }
 }
 
 #[cfg(test)]
@@ -308,6 +393,10 @@ pub(crate) mod tests {
             connections_created: 5,
             connections_closed: 2,
             requests: 100,
+            connect_failures: 4,
+            commands_succeeded: 90,
+            commands_failed: 10,
+            rate_limit_replies: 7,
         }
     }
 
@@ -321,6 +410,8 @@ pub(crate) mod tests {
             fallback_active: true,
             failover_active: true,
             failovers: 1,
+            restores: 2,
+            compression_output_bytes: 300,
             endpoints: vec![
                 endpoint("primary", BreakerState::Open),
                 endpoint("secondary", BreakerState::Closed),
@@ -347,6 +438,23 @@ pub(crate) mod tests {
         assert_eq!(
             samples.get("resilient_redis_pool_connections{endpoint=\"primary\",state=\"idle\"}"),
             Some(&2.0)
+        );
+        assert_eq!(
+            samples.get("resilient_redis_rate_limit_replies_total{endpoint=\"primary\"}"),
+            Some(&7.0)
+        );
+        assert_eq!(
+            samples.get("resilient_redis_connect_failures_total{endpoint=\"secondary\"}"),
+            Some(&4.0)
+        );
+        assert_eq!(
+            samples.get("resilient_redis_commands_failed_total{endpoint=\"primary\"}"),
+            Some(&10.0)
+        );
+        assert_eq!(samples.get("resilient_redis_restores_total"), Some(&2.0));
+        assert_eq!(
+            samples.get("resilient_redis_compression_output_bytes_total"),
+            Some(&300.0)
         );
         assert!(!text.contains("***"), "URLs are not labels");
         Ok(())

@@ -1,6 +1,7 @@
 //! Reads and checks the certificate files, and the platform's trust store,
 //! once per config.
 
+use crate::log_fields::{log_fields, Fields};
 use std::fmt::Write as _;
 use std::io::Read as _;
 use std::path::Path;
@@ -52,7 +53,9 @@ impl Material {
         } else if need_roots && !opts.danger_accept_invalid_certs {
             let (pem, count) = platform_roots();
             origin = if count == 0 {
-                log::warn!(
+                log_fields!(
+                    log::Level::Warn,
+                    Fields::new("config").error("tls", "no platform CA certificates found");
                     "no platform CA certificates found (install ca-certificates or set REDIS_TLS_CA_FILE); verifying rediss:// servers against the Mozilla roots compiled into this build"
                 );
                 "the compiled-in Mozilla roots".to_string()

@@ -201,6 +201,14 @@ pub fn run_reply(bytes: &[u8]) {
     resilient_redis::fuzz_support::check_reply(bytes);
 }
 
+/// Input of the `codec` target: raw bytes, as a value stored in Redis.
+pub fn run_codec(bytes: &[u8]) {
+    if bytes.len() > 1 << 20 {
+        return;
+    }
+    resilient_redis::fuzz_support::check_codec(bytes);
+}
+
 /// Input of the `consistency` target; mirrors
 /// `resilient_redis::fuzz_support::consistency::Action` (see `FallbackOpCase`
 /// for why the mirror exists).

@@ -109,7 +109,7 @@ fn every_variable_set_and_malformed() -> Result<(), Error> {
             c.half_open_max_requests() == 1
         }),
         ("REDIS_COMPRESSION_THRESHOLD", "1024", |c| {
-            c.compression_threshold() == 1024
+            c.compression_threshold() == Some(1024)
         }),
         ("REDIS_FAILOVER_COOLDOWN", "30", |c| {
             c.failover_cooldown() == Duration::from_secs(30)
@@ -148,6 +148,23 @@ fn every_variable_set_and_malformed() -> Result<(), Error> {
             assert!(msg.starts_with(&format!("{name}: ")), "{name}={bad}: {msg}");
         }
     }
+    Ok(())
+}
+
+#[test]
+fn compression_is_off_unless_set() -> Result<(), Error> {
+    let url = ("REDIS_URL", "redis://localhost");
+    let threshold = |v: &str| {
+        load(&[url, ("REDIS_COMPRESSION_THRESHOLD", v)]).map(|c| c.compression_threshold())
+    };
+    assert_eq!(load(&[url])?.compression_threshold(), None);
+    assert_eq!(threshold("")?, None);
+    assert_eq!(threshold("off")?, None);
+    assert_eq!(threshold(" Off ")?, None);
+    assert_eq!(threshold("512")?, Some(512));
+    assert_eq!(threshold("0")?, Some(0));
+    let msg = load_err(&[url, ("REDIS_COMPRESSION_THRESHOLD", "on")]);
+    assert!(msg.starts_with("REDIS_COMPRESSION_THRESHOLD: "), "{msg}");
     Ok(())
 }
 
