@@ -9,8 +9,12 @@
 //! - ns per `Client::get` answered from the in-memory fallback while the
 //!   breaker is open (a key written during the outage, and a missing key).
 //!
-//! `cargo bench --bench client`. Takes about a minute; `CLIENT_BENCH=open`
-//! runs only the open-circuit part. No criterion: plain
+//! - ns per call added by the call-duration histogram (two clock reads and
+//!   the record), with `--features test-support`.
+//!
+//! `cargo bench --bench client --features test-support`. Takes about a
+//! minute; `CLIENT_BENCH=open` runs only the open-circuit part,
+//! `CLIENT_BENCH=histogram` only the histogram. No criterion: plain
 //! timing loops, numbers printed.
 
 // A benchmark: a failure is a broken environment, panicking says so.
@@ -64,6 +68,10 @@ fn main() {
     // under callgrind without a server).
     if std::env::var("CLIENT_BENCH").as_deref() == Ok("open") {
         open_circuit();
+        return;
+    }
+    histogram_cost();
+    if std::env::var("CLIENT_BENCH").as_deref() == Ok("histogram") {
         return;
     }
     let server = RedisServer::new();
@@ -182,4 +190,59 @@ fn open_circuit() {
     println!("  missing key                    {miss:>8.0} ns/op");
     let stats = client.stats();
     assert!(stats.fallback_active);
+}
+
+/// What the call-duration histogram adds to every call: the clock read
+/// before and after (through the client's `Clock`) and the record (a
+/// bucket search, two relaxed `fetch_add`s). Measured around an empty
+/// call, so the number is the histogram's alone.
+#[cfg(feature = "test-support")]
+fn histogram_cost() {
+    use resilient_redis::test_support::DurationHistogramProbe;
+    use resilient_redis::SystemClock;
+    use std::sync::Arc;
+
+    const N: u32 = 5_000_000;
+    let clock = SystemClock::shared();
+    let probe = Arc::new(DurationHistogramProbe::default());
+    println!("Call-duration histogram (1 thread unless said):");
+    let base = ns_per_op(N, || {
+        black_box(black_box(1u64) + 1);
+    });
+    let record = ns_per_op(N, || probe.record(black_box(Duration::from_micros(180))));
+    let timed = ns_per_op(N, || {
+        black_box(probe.timed_call(&clock, || black_box(1u64) + 1));
+    });
+    let clocks = ns_per_op(N, || {
+        let a = clock.now();
+        black_box(clock.now().saturating_duration_since(a));
+    });
+    println!("  empty call (baseline)               {base:>6.1} ns");
+    println!("  record only                         {record:>6.1} ns");
+    println!("  two clock reads only                {clocks:>6.1} ns");
+    println!(
+        "  clock reads + record, per call      {:>6.1} ns",
+        timed - base
+    );
+    let two: Vec<_> = (0..2)
+        .map(|_| {
+            let (probe, clock) = (probe.clone(), clock.clone());
+            std::thread::spawn(move || {
+                ns_per_op(N, || {
+                    black_box(probe.timed_call(&clock, || black_box(1u64) + 1));
+                })
+            })
+        })
+        .collect();
+    let per_thread: Vec<f64> = two.into_iter().map(|t| t.join().unwrap()).collect();
+    println!(
+        "  2 threads, one series, per call     {:>6.1} ns (per thread: {per_thread:.1?})",
+        per_thread.iter().sum::<f64>() / 2.0 - base
+    );
+    assert!(probe.count() > 0);
+}
+
+#[cfg(not(feature = "test-support"))]
+fn histogram_cost() {
+    println!("(the histogram cost needs --features test-support)");
 }

@@ -6,7 +6,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::breaker::BreakerState;
 use crate::error::{Error, ErrorClass};
 
+mod histogram;
 mod prometheus;
+
+pub use histogram::DurationHistogram;
+pub(crate) use histogram::{CallEndpoint, CallOutcome, Histogram};
 
 /// A point-in-time view of what the client did, from [`Client::stats`](crate::Client::stats).
 ///
@@ -53,6 +57,9 @@ pub struct Stats {
     pub failovers: u64,
     /// One entry per configured Redis endpoint (primary first).
     pub endpoints: Vec<EndpointStats>,
+    /// How long calls took, per endpoint and outcome (only the series
+    /// that counted a call); `resilient_redis_request_duration_seconds`.
+    pub request_duration: Vec<DurationHistogram>,
 }
 
 /// Per-endpoint part of [`Stats`].
@@ -190,6 +197,7 @@ pub(crate) struct Counters {
     pub journal_overflows: AtomicU64,
     pub reconciled_keys: AtomicU64,
     pub failovers: AtomicU64,
+    pub durations: Histogram,
 }
 
 impl Counters {
@@ -227,5 +235,6 @@ impl Counters {
         s.journal_overflows = get(&self.journal_overflows);
         s.reconciled_keys = get(&self.reconciled_keys);
         s.failovers = get(&self.failovers);
+        s.request_duration = self.durations.snapshot();
     }
 }
