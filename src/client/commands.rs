@@ -321,6 +321,30 @@ mod tests {
         Ok(())
     }
 
+    /// The packed path tracks exactly the keys `execute` would, and
+    /// decides retries alike.
+    #[test]
+    fn packed_commands_get_the_keys_and_retries_of_execute() -> Result<(), Error> {
+        let cmds = [
+            redis::cmd("HSET").arg("h").arg("f").arg("v").clone(),
+            redis::cmd("LPUSH").arg("l").arg("x").clone(),
+            redis::cmd("MSET").arg("a").arg(1).arg("b").arg(2).clone(),
+            redis::cmd("EVAL").arg("s").arg(1).arg("k").arg("x").clone(),
+            redis::cmd("SCAN").arg(0).arg("MATCH").arg("p*").clone(),
+            redis::cmd("FLUSHDB").clone(),
+        ];
+        for cmd in cmds {
+            let parsed = parse_packed(&cmd.get_packed_command())?;
+            let rebuilt = to_cmd(&parsed[0]);
+            assert_eq!(command_keys(&rebuilt), command_keys(&cmd));
+            assert_eq!(
+                Idempotency::Auto.for_cmd(&rebuilt),
+                Idempotency::Auto.for_cmd(&cmd)
+            );
+        }
+        Ok(())
+    }
+
     #[test]
     fn malformed_requests_are_errors() {
         for bad in [
