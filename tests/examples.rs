@@ -233,10 +233,13 @@ fn http_service_serves_through_an_outage_and_recovers() {
     // Redis is back: the service recovers on its own.
     redis.start();
     wait_for(60, "/health to say healthy again", || {
-        let _ = http(port, "PUT", "/cache/after", b"recovered");
+        // Calls let the client notice Redis is back.
+        let _ = http(port, "GET", "/cache/probe", b"");
         let h = get("/health")?;
         (h.status == 200 && h.text().contains(r#""status":"healthy""#)).then_some(())
     });
+    // Healthy: a write goes to Redis again.
+    assert_eq!(put("/cache/after", "recovered").status, 204);
     let in_redis: Option<String> = redis::cmd("GET")
         .arg("after")
         .query(&mut redis.connection())
