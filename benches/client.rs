@@ -9,8 +9,12 @@
 //! - ns per `Client::get` answered from the in-memory fallback while the
 //!   breaker is open (a key written during the outage, and a missing key).
 //!
-//! `cargo bench --bench client`. Takes about a minute; `CLIENT_BENCH=open`
-//! runs only the open-circuit part. No criterion: plain
+//! - ns per call added by the call-duration histogram (two clock reads and
+//!   the record), with `--features test-support`.
+//!
+//! `cargo bench --bench client --features test-support`. Takes about a
+//! minute; `CLIENT_BENCH=open` runs only the open-circuit part,
+//! `CLIENT_BENCH=histogram` only the histogram. No criterion: plain
 //! timing loops, numbers printed.
 
 // A benchmark: a failure is a broken environment, panicking says so.
@@ -64,6 +68,10 @@ fn main() {
     // under callgrind without a server).
     if std::env::var("CLIENT_BENCH").as_deref() == Ok("open") {
         open_circuit();
+        return;
+    }
+    histogram_cost();
+    if std::env::var("CLIENT_BENCH").as_deref() == Ok("histogram") {
         return;
     }
     let server = RedisServer::new();
@@ -182,4 +190,72 @@ fn open_circuit() {
     println!("  missing key                    {miss:>8.0} ns/op");
     let stats = client.stats();
     assert!(stats.fallback_active);
+}
+
+/// What the call-duration histogram adds to every call: the clock read
+/// before and after (through the client's `Clock`) and the record (a
+/// bucket search, two relaxed `fetch_add`s). Measured around an empty
+/// call, so the number is the histogram's alone. On a shared machine a
+/// batch that was descheduled is meaningless: each figure is the fastest
+/// of many short batches (the cost when the thread runs), and the median
+/// batch is printed beside it.
+#[cfg(feature = "test-support")]
+fn histogram_cost() {
+    use resilient_redis::test_support::DurationHistogramProbe;
+    use resilient_redis::SystemClock;
+    use std::sync::Arc;
+
+    /// (fastest, median) ns per call of `f` over `BATCHES` batches.
+    fn min_median(mut f: impl FnMut()) -> (f64, f64) {
+        const BATCHES: usize = 400;
+        const PER_BATCH: u32 = 20_000;
+        let mut v: Vec<f64> = (0..BATCHES).map(|_| ns_per_op(PER_BATCH, &mut f)).collect();
+        let fastest = v.iter().copied().fold(f64::INFINITY, f64::min);
+        (fastest, median(&mut v))
+    }
+
+    let clock = SystemClock::shared();
+    let probe = Arc::new(DurationHistogramProbe::default());
+    println!("Call-duration histogram (fastest / median of 400 batches of 20,000 calls):");
+    let base = min_median(|| {
+        black_box(black_box(1u64) + 1);
+    });
+    let record = min_median(|| probe.record(black_box(Duration::from_micros(180))));
+    let clocks = min_median(|| {
+        let a = clock.now();
+        black_box(clock.now().saturating_duration_since(a));
+    });
+    let timed = min_median(|| {
+        black_box(probe.timed_call(&clock, || black_box(1u64) + 1));
+    });
+    for (label, (fastest, med)) in [
+        ("empty call (baseline)", base),
+        ("record only, 1 thread", record),
+        ("two clock reads only, 1 thread", clocks),
+        ("clock reads + record, 1 thread", timed),
+    ] {
+        println!("  {label:<34} {fastest:>6.1} ns  (median {med:.1})");
+    }
+    let two: Vec<_> = (0..2)
+        .map(|_| {
+            let (probe, clock) = (probe.clone(), clock.clone());
+            std::thread::spawn(move || {
+                min_median(|| {
+                    black_box(probe.timed_call(&clock, || black_box(1u64) + 1));
+                })
+            })
+        })
+        .collect();
+    let per_thread: Vec<(f64, f64)> = two.into_iter().map(|t| t.join().unwrap()).collect();
+    println!(
+        "  {:<34} {:>6.1} ns  (per thread, one series shared; {per_thread:.1?})",
+        "clock reads + record, 2 threads",
+        per_thread.iter().map(|t| t.0).fold(0.0, f64::max)
+    );
+    assert!(probe.count() > 0);
+}
+
+#[cfg(not(feature = "test-support"))]
+fn histogram_cost() {
+    println!("(the histogram cost needs --features test-support)");
 }

@@ -128,7 +128,7 @@ pub use retry::{
 /// The `redis` crate this one is built on, re-exported so that callers use
 /// the same version for commands, pipelines and values.
 pub use redis;
-pub use stats::{EndpointStats, Stats};
+pub use stats::{DurationHistogram, EndpointStats, Stats};
 
 // Compiles the README's examples as doc tests.
 #[cfg(doctest)]

@@ -6,7 +6,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::breaker::BreakerState;
 use crate::error::{Error, ErrorClass};
 
+mod histogram;
 mod prometheus;
+
+pub use histogram::DurationHistogram;
+pub(crate) use histogram::{CallEndpoint, CallOutcome, Histogram};
 
 /// A point-in-time view of what the client did, from [`Client::stats`](crate::Client::stats).
 ///
@@ -80,6 +84,9 @@ pub struct Stats {
     /// Loaded values that could not be stored (the value was still
     /// returned to the caller).
     pub load_store_failures: u64,
+    /// How long calls took, per endpoint and outcome (only the series
+    /// that counted a call); `resilient_redis_request_duration_seconds`.
+    pub request_duration: Vec<DurationHistogram>,
 }
 
 /// Per-endpoint part of [`Stats`].
@@ -232,6 +239,7 @@ pub(crate) struct Counters {
     pub load_errors: AtomicU64,
     pub load_wait_timeouts: AtomicU64,
     pub load_store_failures: AtomicU64,
+    pub durations: Histogram,
 }
 
 impl Counters {
@@ -274,5 +282,6 @@ impl Counters {
         s.load_errors = get(&self.load_errors);
         s.load_wait_timeouts = get(&self.load_wait_timeouts);
         s.load_store_failures = get(&self.load_store_failures);
+        s.request_duration = self.durations.snapshot();
     }
 }

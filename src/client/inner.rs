@@ -23,7 +23,7 @@ use crate::pool::{CloseReason, PoolListener, PooledConnection};
 use crate::retry::{Retrier, RetryObserver};
 use crate::router::prober::Prober;
 use crate::router::{Role, Router, Switch};
-use crate::stats::Counters;
+use crate::stats::{CallEndpoint, CallOutcome, Counters};
 
 /// Keys per reconciliation pipeline.
 pub(crate) const RECONCILE_CHUNK: usize = 256;
@@ -156,7 +156,7 @@ impl Inner {
 
     /// One cache operation on `keys`: Redis first (retried, routed, guarded
     /// by the breaker and the consistency rules), memory when Redis is
-    /// unavailable and `fallback` allows it.
+    /// unavailable and `fallback` allows it. Timed in the duration histogram.
     pub(crate) fn cache_op<T>(
         &self,
         keys: &[&[u8]],
@@ -166,9 +166,26 @@ impl Inner {
         redis_op: impl FnMut(&mut PooledConnection) -> RedisResult<T>,
         fallback: Fallback<impl FnOnce(&MemoryStore) -> Result<T, Error>>,
     ) -> Result<T, Error> {
+        let start = self.clock.now();
+        let (result, from_memory) =
+            self.cache_op_untimed(keys, access, idempotent, mirror, redis_op, fallback);
+        self.record_duration(start, result.is_ok(), from_memory);
+        result
+    }
+
+    /// [`Inner::cache_op`]; also says whether memory answered.
+    fn cache_op_untimed<T>(
+        &self,
+        keys: &[&[u8]],
+        access: Access,
+        idempotent: bool,
+        mirror: Mirror<'_>,
+        redis_op: impl FnMut(&mut PooledConnection) -> RedisResult<T>,
+        fallback: Fallback<impl FnOnce(&MemoryStore) -> Result<T, Error>>,
+    ) -> (Result<T, Error>, bool) {
         Counters::bump(&self.counters.requests);
         if self.router.is_none() {
-            return self.serve_from_memory(keys, None, fallback);
+            return (self.serve_from_memory(keys, None, fallback), false);
         }
         if access == Access::Read
             && self.memory.is_some()
@@ -176,19 +193,37 @@ impl Inner {
         {
             // The newest value was written during an outage and is not
             // reconciled yet: Redis may hold an older one.
-            return self.serve_from_memory(keys, None, fallback);
+            return (self.serve_from_memory(keys, None, fallback), true);
         }
         match self.tracked(keys, access, idempotent, mirror, redis_op) {
-            Ok(value) => Ok(value),
+            Ok(value) => (Ok(value), false),
             Err(e)
                 if self.memory.is_some()
                     && is_availability_failure(&e)
                     && !matches!(fallback, Fallback::MemoryOnly(_)) =>
             {
-                self.serve_from_memory(keys, Some(&e), fallback)
+                (self.serve_from_memory(keys, Some(&e), fallback), true)
             }
-            Err(e) => Err(self.fail(e)),
+            Err(e) => (Err(self.fail(e)), false),
         }
+    }
+
+    /// Counts one call in the duration histogram: by the endpoint calls
+    /// go to when it ends (`memory` for a memory-only client) and how it
+    /// ended.
+    fn record_duration(&self, start: std::time::Instant, ok: bool, from_memory: bool) {
+        let took = self.clock.now().saturating_duration_since(start);
+        let endpoint = match &self.router {
+            None => CallEndpoint::Memory,
+            Some(r) if r.active().role == Role::Secondary => CallEndpoint::Secondary,
+            Some(_) => CallEndpoint::Primary,
+        };
+        let outcome = match (ok, from_memory) {
+            (false, _) => CallOutcome::Error,
+            (true, true) => CallOutcome::Fallback,
+            (true, false) => CallOutcome::Ok,
+        };
+        self.counters.durations.record(endpoint, outcome, took);
     }
 
     /// Runs `redis_op` on `keys` against Redis under the consistency rules:
@@ -243,6 +278,7 @@ impl Inner {
         mut op: impl FnMut(&mut PooledConnection) -> RedisResult<T>,
     ) -> Result<T, Error> {
         Counters::bump(&self.counters.requests);
+        let start = self.clock.now();
         let result = match keys {
             CommandKeys::Known { keys, read_only } => {
                 let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
@@ -271,6 +307,7 @@ impl Inner {
                 result
             }
         };
+        self.record_duration(start, result.is_ok(), false);
         result.map_err(|e| self.fail(e))
     }
 

@@ -2,6 +2,7 @@
 //! in-memory fallback.
 
 mod cache;
+mod commands;
 mod failover;
 mod health;
 mod inner;
@@ -223,8 +224,20 @@ impl Client {
     }
 
     /// Runs any command, with retries decided by the command table
-    /// ([`Idempotency::Auto`]). The key prefix is **not** applied: the
-    /// arguments are sent as given.
+    /// ([`Idempotency::Auto`]).
+    ///
+    /// # Key prefix
+    ///
+    /// The key prefix is **not** applied: the arguments are sent as given,
+    /// here, in [`Client::pipeline`] and in the `redis::Commands` methods
+    /// (`(&client).hset(...)`, see `ConnectionLike` for `&Client`). The prefix
+    /// namespaces the cache methods (`get`, `set`, ...), which know their
+    /// keys; a raw command's key positions are not always known (scripts,
+    /// patterns, module commands), and rewriting some arguments but not
+    /// others would be worse than rewriting none. Name a key of the cache
+    /// methods' namespace with [`Client::prefixed_key`]. Either way the
+    /// read-your-writes guarantee holds across both: keys are tracked as
+    /// sent to Redis.
     ///
     /// Arbitrary commands are never answered from memory: while Redis is
     /// unavailable this fails with the availability error
@@ -274,7 +287,7 @@ impl Client {
     /// [`redis::Pipeline::atomic`]). Retried only when every command is
     /// idempotent and it is not a transaction, or when nothing was sent.
     /// Its keys are tracked as for [`Client::execute`], every command's
-    /// together.
+    /// together. The key prefix is not applied (see [`Client::execute`]).
     ///
     /// # Errors
     ///

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::{EndpointStats, Stats};
+use super::{DurationHistogram, EndpointStats, Stats};
 
 /// Writes metric families: `# HELP`, `# TYPE`, then the samples.
 struct Writer {
@@ -244,10 +244,35 @@ pub(super) fn render(s: &Stats) -> String {
             }
         }
     }
+    duration_histogram(&mut w, &s.request_duration);
     w.out
 }
 
 /// The families added with compression, `get_or_load` and restores.
+/// `resilient_redis_request_duration_seconds`: the family is declared even
+/// before any call, so that alert rules find it.
+fn duration_histogram(w: &mut Writer, series: &[DurationHistogram]) {
+    let name = "request_duration_seconds";
+    w.family(
+        name,
+        "histogram",
+        "Duration of client calls per endpoint and outcome (ok, error, fallback = served from memory).",
+    );
+    let bounds: Vec<String> = DurationHistogram::bounds()
+        .map(|b| b.to_string())
+        .chain(std::iter::once("+Inf".to_string()))
+        .collect();
+    for h in series {
+        let labels = [("endpoint", h.endpoint), ("outcome", h.outcome)];
+        for (le, n) in bounds.iter().zip(&h.cumulative) {
+            let [e, o] = labels;
+            w.sample(&format!("{name}_bucket"), &[e, o, ("le", le)], *n as f64);
+        }
+        w.sample(&format!("{name}_sum"), &labels, h.sum_seconds);
+        w.sample(&format!("{name}_count"), &labels, h.count as f64);
+    }
+}
+
 fn render_more(w: &mut Writer, s: &Stats) {
     let c = "counter";
     for (name, help, value) in [
@@ -337,7 +362,7 @@ pub(crate) mod tests {
             } else if let Some(rest) = line.strip_prefix("# TYPE ") {
                 let mut parts = rest.split(' ');
                 let (name, kind) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-                if !helped.contains(name) || !["counter", "gauge"].contains(&kind) {
+                if !helped.contains(name) || !["counter", "gauge", "histogram"].contains(&kind) {
                     return Err(at("TYPE without HELP or unknown type"));
                 }
                 if kind == "counter" && !name.ends_with("_total") {
@@ -352,8 +377,15 @@ pub(crate) mod tests {
                 let (series, value) = line.rsplit_once(' ').ok_or_else(|| at("no value"))?;
                 let value: f64 = value.parse().map_err(|_| at("value does not parse"))?;
                 let name = series.split('{').next().unwrap_or("");
-                if !types.contains_key(name) {
+                let histogram = ["_bucket", "_sum", "_count"].iter().any(|suffix| {
+                    name.strip_suffix(suffix)
+                        .is_some_and(|family| types.get(family).is_some_and(|t| t == "histogram"))
+                });
+                if !types.contains_key(name) && !histogram {
                     return Err(at("sample before its TYPE"));
+                }
+                if name.ends_with("_bucket") && histogram && !series.contains("le=\"") {
+                    return Err(at("histogram bucket without le"));
                 }
                 if let Some(labels) = series.strip_prefix(name).filter(|l| !l.is_empty()) {
                     let inner = labels
@@ -457,6 +489,34 @@ pub(crate) mod tests {
             Some(&300.0)
         );
         assert!(!text.contains("***"), "URLs are not labels");
+        assert!(text.contains("# TYPE resilient_redis_request_duration_seconds histogram"));
+        Ok(())
+    }
+
+    #[test]
+    fn duration_histogram_exposition() -> Result<(), String> {
+        use crate::stats::{CallEndpoint, CallOutcome, Histogram};
+        let h = Histogram::default();
+        h.record(
+            CallEndpoint::Primary,
+            CallOutcome::Fallback,
+            std::time::Duration::from_micros(70),
+        );
+        let stats = Stats {
+            request_duration: h.snapshot(),
+            ..Stats::default()
+        };
+        let samples = parse_strict(&stats.to_prometheus())?;
+        let series = |suffix: &str, le: Option<&str>| {
+            let le = le.map_or(String::new(), |le| format!(",le=\"{le}\""));
+            format!("resilient_redis_request_duration_seconds_{suffix}{{endpoint=\"primary\",outcome=\"fallback\"{le}}}")
+        };
+        assert_eq!(samples.get(&series("bucket", Some("0.00005"))), Some(&0.0));
+        assert_eq!(samples.get(&series("bucket", Some("0.0001"))), Some(&1.0));
+        assert_eq!(samples.get(&series("bucket", Some("10"))), Some(&1.0));
+        assert_eq!(samples.get(&series("bucket", Some("+Inf"))), Some(&1.0));
+        assert_eq!(samples.get(&series("count", None)), Some(&1.0));
+        assert_eq!(samples.get(&series("sum", None)), Some(&0.00007));
         Ok(())
     }
 
