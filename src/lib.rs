@@ -83,6 +83,7 @@ mod retry;
 mod router;
 mod stats;
 mod tls;
+mod topology;
 
 #[cfg(test)]
 mod test_log;

@@ -44,7 +44,7 @@ mod maintenance;
 mod tests;
 
 pub(crate) use self::connect::handshake_replies;
-use self::connect::{breaks_connection, RedisManager};
+use self::connect::{breaks_connection, is_readonly, RedisManager};
 use self::core::{Entry, Settings, Shared};
 use self::maintenance::Maintenance;
 
@@ -107,7 +107,7 @@ impl Pool {
 
     /// A pool for `endpoint` (primary or secondary) with `config`'s limits.
     pub(crate) fn for_endpoint(endpoint: Endpoint, config: &Config, clock: SharedClock) -> Pool {
-        let manager = RedisManager::new(&endpoint, config);
+        let manager = RedisManager::new(&endpoint, config, clock.clone());
         let settings = Settings::new(config, &endpoint.redacted);
         let shared = Arc::new(Shared::new(manager, settings, clock));
         let maintenance = Arc::new(Maintenance::start(&shared));
@@ -216,6 +216,11 @@ impl Pool {
     /// The endpoint's URL, with the password shown as `***`.
     pub fn endpoint(&self) -> &str {
         &self.shared.settings.endpoint
+    }
+
+    /// Where this pool's connections go (standalone or sentinel).
+    pub(crate) fn topology(&self) -> &crate::topology::Topology {
+        &self.shared.manager.topology
     }
 }
 
@@ -418,9 +423,32 @@ impl PooledConnection {
         if let Err(err) = &result {
             if breaks_connection(err) {
                 self.broken = true;
+            } else if is_readonly(err) {
+                // The server is a replica now: the master moved. Never lend
+                // this connection again, and ask where the master is.
+                self.broken = true;
+                self.shared.manager.topology.note_trouble();
             }
         }
         result
+    }
+
+    /// `Err` without sending when this connection was dialled before the
+    /// endpoint's server changed (a sentinel master switch): nothing more
+    /// goes to the old master once the switch is known.
+    fn check_current(&mut self) -> RedisResult<()> {
+        let retired = match &self.entry {
+            Some(entry) => self.shared.is_retired(entry),
+            None => false,
+        };
+        if retired {
+            self.broken = true;
+            return Err(RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                "not sent: the master moved, this connection goes to the old one",
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -437,6 +465,7 @@ impl Deref for PooledConnection {
 
 impl ConnectionLike for PooledConnection {
     fn req_packed_command(&mut self, cmd: &[u8]) -> RedisResult<Value> {
+        self.check_current()?;
         let result = self.raw_mut().req_packed_command(cmd);
         self.watch(result)
     }
@@ -450,7 +479,13 @@ impl ConnectionLike for PooledConnection {
         offset: usize,
         count: usize,
     ) -> RedisResult<Vec<Value>> {
+        self.check_current()?;
         match self.pipelined(cmd, offset, count) {
+            Err(err) if is_readonly(&err) => {
+                self.broken = true;
+                self.shared.manager.topology.note_trouble();
+                Err(err)
+            }
             Ok((values, None)) => Ok(values),
             // A command refused while queueing aborted the transaction: its
             // error says which (EXEC's own reply only says EXECABORT). Every
@@ -553,6 +588,9 @@ pub struct PoolStats {
     pub closed_lifetime_expired: u64,
     /// Closed because the `PING` before reuse failed.
     pub closed_health_check_failed: u64,
+    /// Closed because the endpoint's server changed (a sentinel master
+    /// switch) since it was made.
+    pub closed_retired: u64,
     /// Successful checkouts.
     pub checkouts: u64,
     /// Checkouts that had to wait for another caller.
@@ -570,6 +608,7 @@ impl PoolStats {
             + self.closed_idle_expired
             + self.closed_lifetime_expired
             + self.closed_health_check_failed
+            + self.closed_retired
     }
 }
 
@@ -587,6 +626,9 @@ pub enum CloseReason {
     HealthCheckFailed,
     /// The pool was dropped while it was idle.
     PoolDropped,
+    /// It goes to a server that is no longer the endpoint's: the sentinels
+    /// named a new master.
+    Retired,
 }
 
 impl CloseReason {
@@ -598,6 +640,7 @@ impl CloseReason {
             CloseReason::LifetimeExpired => "lifetime_expired",
             CloseReason::HealthCheckFailed => "health_check_failed",
             CloseReason::PoolDropped => "pool_dropped",
+            CloseReason::Retired => "retired",
         }
     }
 }
