@@ -21,6 +21,7 @@ use crate::retry::{Retrier, RetryObserver};
 use crate::router::prober::Prober;
 use crate::router::{Role, Router, Switch};
 use crate::stats::Counters;
+use crate::topology::{MasterSwitch, TopologyListener};
 
 /// Keys per reconciliation pipeline.
 pub(crate) const RECONCILE_CHUNK: usize = 256;
@@ -83,6 +84,27 @@ impl PoolListener for Bridge {
                 reason: reason.as_str(),
             });
         }
+    }
+}
+
+impl TopologyListener for Bridge {
+    fn master_switched(&self, switch: &MasterSwitch) {
+        // One INFO line per switch (addresses only, never a secret).
+        log::info!(
+            "the {} redis master moved from {} to {} (named by sentinel {}; {} ms after the first trouble this client saw)",
+            self.role.as_str(),
+            switch.from,
+            switch.to,
+            switch.sentinel,
+            switch.took.as_millis()
+        );
+        self.listeners.emit(Event::MasterSwitched {
+            endpoint: self.role.as_str(),
+            from: switch.from.clone(),
+            to: switch.to.clone(),
+            sentinel: switch.sentinel.clone(),
+            took: switch.took,
+        });
     }
 }
 

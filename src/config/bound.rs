@@ -40,6 +40,11 @@ impl Config {
     /// - a [`PoolTimeout`](crate::ErrorKind::PoolTimeout) is not retried,
     ///   but an attempt that waited nearly a checkout timeout and then timed
     ///   out on the socket is, so both terms count per attempt;
+    /// - for a `redis+sentinel://` endpoint, an attempt after a `READONLY`
+    ///   or a failed connect first asks the sentinels where the master is,
+    ///   within one `connect_timeout` more (counted in that endpoint's
+    ///   overrun, so also with `call_timeout`); a dial's discovery shares
+    ///   the dial's time;
     /// - the backoff sleeps are at most their caps
     ///   ([`RetryPolicy::max_total_backoff`]).
     ///
@@ -85,9 +90,18 @@ impl Config {
         let mut attempt = Duration::ZERO;
         let mut overrun = Duration::ZERO;
         for endpoint in self.primary.iter().chain(self.secondary.iter()) {
-            let late = self
+            let mut late = self
                 .tls_dial_overrun(endpoint)
                 .saturating_add(ATTEMPT_OVERHEAD);
+            if endpoint.sentinel.is_some() {
+                // After a READONLY or a failed connect, an attempt asks the
+                // sentinels where the master is first, within one connect
+                // timeout (plus a TLS handshake wait per sentinel
+                // connection, as for a dial).
+                late = late
+                    .saturating_add(self.connect_timeout)
+                    .saturating_add(self.tls_dial_overrun(endpoint));
+            }
             attempt = attempt.saturating_add(
                 self.checkout_timeout
                     .saturating_add(self.socket_timeout)
