@@ -1,0 +1,615 @@
+//! Redis Sentinel against real processes: a master, a replica and three
+//! `redis-server --sentinel` started by the test (`support::sentinel`).
+//!
+//! Each failover test runs 8 worker threads through one client while the
+//! master moves (`SENTINEL FAILOVER`, or SIGKILL), records every operation
+//! and checks the whole history (`support/history.rs`): no stale read, no
+//! wrong answer, no error where the fallback promises none. The switch
+//! latency is printed (`cargo test --test sentinel -- --nocapture`), never
+//! asserted.
+
+// Test code: a failed unwrap is a failed test, with the error printed.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+#[path = "support/history.rs"]
+mod history;
+
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use history::{Call, History, Note, Op, Reply, Rules};
+use resilient_redis::{Client, Config, ConfigBuilder, Event, EventListener, FallbackMode};
+use support::{ms, SentinelCluster};
+
+const THREADS: usize = 8;
+const KEYS: u64 = 64;
+const COUNTERS_PER_THREAD: u64 = 4;
+
+fn fast(url: &str) -> ConfigBuilder {
+    Config::builder(url)
+        .connect_timeout(ms(300))
+        .socket_timeout(ms(300))
+        .checkout_timeout(ms(300))
+        .retry_base_delay(ms(5))
+        .retry_max_delay(ms(20))
+        .open_timeout(ms(500))
+        .failure_threshold(5)
+}
+
+/// The client's events on the history's time line, and the master
+/// switches with their instants.
+struct EventLog {
+    t0: Instant,
+    notes: Mutex<Vec<Note>>,
+    switches: Mutex<Vec<(Duration, String, Duration)>>,
+}
+
+impl EventLog {
+    fn new(t0: Instant) -> Arc<EventLog> {
+        Arc::new(EventLog {
+            t0,
+            notes: Mutex::new(Vec::new()),
+            switches: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn first_switch(&self) -> Option<(Duration, String, Duration)> {
+        self.switches.lock().unwrap().first().cloned()
+    }
+}
+
+impl EventListener for EventLog {
+    fn on_event(&self, event: &Event) {
+        let at = self.t0.elapsed();
+        let note = match event {
+            Event::MasterSwitched {
+                from,
+                to,
+                sentinel,
+                took,
+                ..
+            } => {
+                self.switches
+                    .lock()
+                    .unwrap()
+                    .push((at, to.clone(), *took));
+                // The Redis behind the client changed: counters may move
+                // back (writes the old master acknowledged and never
+                // replicated).
+                Note::epoch(
+                    at,
+                    "master_switched",
+                    format!("master {from} → {to} via {sentinel} (took {took:?})"),
+                )
+            }
+            Event::FallbackEngaged { cause } => Note::new(
+                at,
+                "fallback_engaged",
+                format!("fallback engaged ({})", cause.as_str()),
+            ),
+            Event::FallbackReleased { .. } => {
+                Note::new(at, "fallback_released", "fallback released")
+            }
+            Event::BreakerTransition {
+                endpoint,
+                transition,
+            } => Note::new(
+                at,
+                "breaker_transition",
+                format!(
+                    "{endpoint} breaker {:?} → {:?}",
+                    transition.from, transition.to
+                ),
+            ),
+            _ => return,
+        };
+        self.notes.lock().unwrap().push(note);
+    }
+}
+
+/// A tiny deterministic PRNG (splitmix64).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo)
+    }
+}
+
+fn key(i: u64) -> String {
+    format!("k{i}")
+}
+
+/// One worker: random reads and writes until `stop`, every one recorded.
+fn worker(client: &Client, thread: usize, t0: Instant, stop: &Mutex<bool>) -> Vec<Op> {
+    let mut rng = Rng(0x5EED ^ (thread as u64).wrapping_mul(0xA24B_AED4_963E_E407));
+    let mut ops = Vec::new();
+    let mut seq = 0u64;
+    while !*stop.lock().unwrap() {
+        seq += 1;
+        let call = match rng.range(0, 100) {
+            0..=34 => Call::Get {
+                key: key(rng.range(0, KEYS)),
+            },
+            35..=44 => Call::MGet {
+                keys: (0..3).map(|_| key(rng.range(0, KEYS))).collect(),
+            },
+            45..=79 => Call::Set {
+                key: key(rng.range(0, KEYS)),
+                value: format!("t{thread}-{seq}"),
+            },
+            80..=89 => Call::Delete {
+                key: key(rng.range(0, KEYS)),
+            },
+            _ => Call::Incr {
+                key: format!("c{thread}.{}", rng.range(0, COUNTERS_PER_THREAD)),
+            },
+        };
+        let invoke = t0.elapsed();
+        let result = match &call {
+            Call::Get { key } => client.get::<_, String>(key).map(|v| Reply::Values(vec![v])),
+            Call::MGet { keys } => client.mget::<_, String>(keys).map(Reply::Values),
+            Call::Set { key, value } => client.set(key, value).map(|()| Reply::Done),
+            Call::Delete { key } => client.delete(key).map(|_| Reply::Done),
+            Call::Incr { key } => client.incr(key, 1).map(Reply::Int),
+            _ => unreachable!(),
+        }
+        .map_err(|e| history::Failure::from(&e));
+        let complete = t0.elapsed();
+        ops.push(Op {
+            thread,
+            call,
+            invoke,
+            complete,
+            result,
+        });
+    }
+    ops
+}
+
+/// What a failover run saw.
+struct Run {
+    history: History,
+    /// When every running sentinel named the new master (the test polls
+    /// them every 20 ms... and a little less often under load).
+    agreed: Duration,
+    /// The first write acknowledged to the client and found on the new
+    /// master, polled likewise.
+    landed: Duration,
+    switch: Option<(Duration, String, Duration)>,
+    fault_at: Duration,
+}
+
+/// Runs `THREADS` workers on `client` while `fault` moves the master from
+/// node 0 to node 1; returns once every sentinel agrees, a write has landed
+/// on the new master and the workers ran 1 s more.
+fn run_failover(
+    cluster: &mut SentinelCluster,
+    client: &Client,
+    log: &Arc<EventLog>,
+    fault: &dyn Fn(&mut SentinelCluster),
+) -> Run {
+    let t0 = log.t0;
+    let stop = Arc::new(Mutex::new(false));
+    let workers: Vec<_> = (0..THREADS)
+        .map(|i| {
+            let client = client.clone();
+            let stop = stop.clone();
+            thread::Builder::new()
+                .name(format!("w{i}"))
+                .spawn(move || worker(&client, i, t0, &stop))
+                .unwrap()
+        })
+        .collect();
+    // Let the load run against the first master.
+    let warm = Instant::now() + ms(500);
+    while Instant::now() < warm {
+        client.set("probe", "warm").unwrap();
+    }
+    let fault_at = t0.elapsed();
+    fault(cluster);
+    let mut faults = vec![Note::new(fault_at, "fault", "master moved")];
+
+    // Poll: the sentinels' agreement, and the first probe write that lands
+    // on the new master.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let new_master = cluster.nodes[1].url();
+    let (mut agreed, mut landed) = (None, None);
+    let mut n = 0u64;
+    while agreed.is_none() || landed.is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "no switch within 30 s (agreed {agreed:?}, landed {landed:?}); health: {}",
+            client.health()
+        );
+        if agreed.is_none() && cluster.all_agree_on(1) {
+            agreed = Some(t0.elapsed());
+        }
+        if landed.is_none() {
+            n += 1;
+            let value = format!("p{n}");
+            if client.set("probe", &value).is_ok() {
+                let acked = t0.elapsed();
+                let on_new = support::connect(&new_master, ms(300))
+                    .ok()
+                    .and_then(|mut c| redis::cmd("GET").arg("probe").query::<Option<String>>(&mut c).ok())
+                    .flatten();
+                if on_new.as_deref() == Some(value.as_str()) {
+                    landed = Some(acked);
+                }
+            }
+        }
+    }
+    let agreed = agreed.unwrap();
+    let landed = landed.unwrap();
+    faults.push(Note::new(agreed, "agreed", "every sentinel names the new master"));
+    let settle = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < settle {
+        thread::sleep(ms(10));
+    }
+    *stop.lock().unwrap() = true;
+    let mut ops: Vec<Op> = workers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    ops.sort_by_key(|o| o.invoke);
+    let events = log.notes.lock().unwrap().clone();
+    Run {
+        history: History {
+            ops,
+            faults,
+            events,
+        },
+        agreed,
+        landed,
+        switch: log.first_switch(),
+        fault_at,
+    }
+}
+
+fn rules(client: &Client, fallback: bool) -> Rules {
+    Rules {
+        call_bound: client.config().call_bound(),
+        ttl_slack: ms(200),
+        epoch_slack: Duration::from_secs(1),
+        cache_ops_never_fail: fallback,
+    }
+}
+
+fn report(name: &str, run: &Run) {
+    let latency = |a: Duration, b: Duration| -> String {
+        if b >= a {
+            format!("+{} ms", (b - a).as_millis())
+        } else {
+            format!("-{} ms", (a - b).as_millis())
+        }
+    };
+    println!(
+        "{name}: fault at {}, sentinels agreed at {} ({} after the fault), client's writes landed on the new master at {} ({} after the sentinels agreed), switch event at {:?}",
+        history::secs(run.fault_at),
+        history::secs(run.agreed),
+        latency(run.fault_at, run.agreed),
+        history::secs(run.landed),
+        latency(run.agreed, run.landed),
+        run.switch
+            .as_ref()
+            .map(|(at, to, took)| format!("{} → {to}, took {took:?} as the client saw it", history::secs(*at))),
+    );
+}
+
+/// Checks a run: the history holds, no READONLY after the switch, and
+/// (without the fallback) no error for a call invoked after the switch.
+fn verify(name: &str, client: &Client, run: &Run, fallback: bool, lost_writes_tolerated: bool) {
+    let (switched_at, to, _) = run
+        .switch
+        .clone()
+        .unwrap_or_else(|| panic!("{name}: no MasterSwitched event"));
+    assert!(to.ends_with(&format!(":{}", client_master_port(client))));
+    let violations = history::check(&run.history, &rules(client, fallback), &[]);
+    let stale: Vec<_> = violations
+        .iter()
+        .filter(|v| v.kind == history::ViolationKind::StaleRead)
+        .collect();
+    let others: Vec<_> = violations
+        .iter()
+        .filter(|v| {
+            v.kind != history::ViolationKind::StaleRead
+                && !(lost_writes_tolerated && is_counter(v.kind))
+        })
+        .collect();
+    if !violations.is_empty() {
+        println!("{name}: {}", history::summary(&run.history, &violations));
+        println!("{}", history::examples(&run.history, &violations, 5));
+    }
+    if lost_writes_tolerated {
+        // SIGKILL loses what the replica had not received yet: reads of
+        // those keys after the switch may see the value before. Only a
+        // stale read of a write acknowledged well before the kill (1 s:
+        // replication on loopback lags by far less) is the client's fault.
+        let own_fault: Vec<_> = stale
+            .iter()
+            .filter(|v| !lost_in_the_kill(&run.history, v, run.fault_at))
+            .collect();
+        assert!(own_fault.is_empty(), "{name}: {own_fault:?}");
+        println!(
+            "{name}: {} stale reads of writes lost with the killed master (async replication)",
+            stale.len()
+        );
+    } else {
+        assert!(stale.is_empty(), "{name}: stale reads: {stale:?}");
+    }
+    assert!(others.is_empty(), "{name}: {others:?}");
+
+    let ops = &run.history.ops;
+    let readonly: Vec<&Op> = ops
+        .iter()
+        .filter(|o| o.invoke > switched_at)
+        .filter(|o| matches!(&o.result, Err(e) if e.message.contains("READONLY")))
+        .collect();
+    assert!(readonly.is_empty(), "{name}: READONLY after the switch: {readonly:?}");
+    let errors: Vec<&Op> = ops.iter().filter(|o| o.result.is_err()).collect();
+    if fallback {
+        assert!(errors.is_empty(), "{name}: errors with the fallback on: {errors:?}");
+    } else {
+        let after: Vec<&&Op> = errors.iter().filter(|o| o.invoke > switched_at).collect();
+        assert!(after.is_empty(), "{name}: errors after the switch: {after:?}");
+        println!(
+            "{name}: {} errors, all invoked before the switch at {}",
+            errors.len(),
+            history::secs(switched_at)
+        );
+    }
+    let total = ops.len();
+    assert!(total > 100, "{name}: the load ran ({total} ops)");
+    println!("{name}: {total} operations checked");
+}
+
+fn is_counter(kind: history::ViolationKind) -> bool {
+    matches!(
+        kind,
+        history::ViolationKind::CounterWentBack | history::ViolationKind::CounterSkipped
+    )
+}
+
+/// `true` when the stale read `v` read a value whose newer write was
+/// acknowledged less than 1 s before the kill (so it may have been lost
+/// with the master). The checker's detail names the newer write.
+fn lost_in_the_kill(history: &History, v: &history::Violation, kill: Duration) -> bool {
+    let Some((_, newer)) = v.detail.split_once("newer acknowledged:") else {
+        return false;
+    };
+    let newer = newer.trim();
+    history
+        .ops
+        .iter()
+        .filter(|o| o.to_string() == newer)
+        .any(|o| o.complete + Duration::from_secs(1) >= kill && o.invoke <= kill)
+}
+
+fn client_master_port(client: &Client) -> u16 {
+    let health = client.health();
+    let master = health.endpoints[0].master.clone().expect("a master is known");
+    master.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn discovers_the_master_with_the_first_sentinel_down_and_learns_the_others() {
+    let mut cluster = SentinelCluster::start();
+    cluster.sentinels[0].stop();
+    // Only the dead sentinel and one live one are listed: the third is
+    // learned from SENTINEL SENTINELS.
+    let url = cluster.url_with(&[0, 1]);
+    let client = Client::new(fast(&url).build().unwrap()).unwrap();
+    client.set("k", "v").unwrap();
+    assert_eq!(client.get::<_, String>("k").unwrap().as_deref(), Some("v"));
+    let health = client.health();
+    let e = &health.endpoints[0];
+    assert_eq!(
+        e.master.as_deref(),
+        Some(format!("127.0.0.1:{}", cluster.nodes[0].port()).as_str())
+    );
+    assert_eq!(
+        e.sentinel.as_deref(),
+        Some(format!("127.0.0.1:{}", cluster.sentinels[1].port()).as_str()),
+        "{health}"
+    );
+    let stats = client.stats();
+    assert_eq!(stats.endpoints[0].master, e.master);
+    // The value went to the master the sentinels name.
+    let mut conn = cluster.nodes[0].connection();
+    let on_master: Option<String> = redis::cmd("GET").arg("k").query(&mut conn).unwrap();
+    assert_eq!(on_master.as_deref(), Some("v"));
+
+    // Now the listed live sentinel dies too: only the learned one is left,
+    // and the client follows a failover it announces.
+    cluster.sentinels[1].stop();
+    cluster.failover();
+    cluster.wait_until("the client follows the failover", |c| {
+        let _ = client.set("k", "w");
+        client_master_port(&client) == c.nodes[1].port()
+    });
+    let health = client.health();
+    assert_eq!(
+        health.endpoints[0].sentinel.as_deref(),
+        Some(format!("127.0.0.1:{}", cluster.sentinels[2].port()).as_str()),
+        "{health}"
+    );
+    client.set("k", "x").unwrap();
+    let mut conn = cluster.nodes[1].connection();
+    let on_new: Option<String> = redis::cmd("GET").arg("k").query(&mut conn).unwrap();
+    assert_eq!(on_new.as_deref(), Some("x"));
+    assert_eq!(client.stats().endpoints[0].master_switches, 1);
+}
+
+#[test]
+fn graceful_failover_under_load() {
+    let mut cluster = SentinelCluster::start();
+    let t0 = Instant::now();
+    let log = EventLog::new(t0);
+    let client = Client::builder(fast(&cluster.url()).build().unwrap())
+        .listener(log.clone())
+        .build()
+        .unwrap();
+    let off_log = EventLog::new(t0);
+    let off = Client::builder(
+        fast(&cluster.url())
+            .fallback_mode(FallbackMode::Disabled)
+            .key_prefix("off:")
+            .build()
+            .unwrap(),
+    )
+    .listener(off_log.clone())
+    .build()
+    .unwrap();
+    client.set("probe", "x").unwrap();
+    off.set("probe", "x").unwrap();
+
+    // Both clients under load at once through the same failover.
+    let off_run = {
+        let off = off.clone();
+        let off_log = off_log.clone();
+        // The second client's workload runs on its own threads; the fault
+        // is driven by the first run below.
+        thread::spawn(move || load_only(&off, &off_log))
+    };
+    let run = run_failover(&mut cluster, &client, &log, &|c| c.failover());
+    let off_history = off_run.join().unwrap();
+    report("graceful (fallback on)", &run);
+    verify("graceful (fallback on)", &client, &run, true, false);
+    let off_run = Run {
+        history: off_history,
+        agreed: run.agreed,
+        landed: run.landed,
+        switch: off_log.first_switch(),
+        fault_at: run.fault_at,
+    };
+    verify("graceful (fallback off)", &off, &off_run, false, false);
+}
+
+/// Load on `client` until its first master switch plus 1.5 s.
+fn load_only(client: &Client, log: &Arc<EventLog>) -> History {
+    let t0 = log.t0;
+    let stop = Arc::new(Mutex::new(false));
+    let workers: Vec<_> = (0..THREADS)
+        .map(|i| {
+            let client = client.clone();
+            let stop = stop.clone();
+            thread::Builder::new()
+                .name(format!("w{i}"))
+                .spawn(move || worker(&client, i, t0, &stop))
+                .unwrap()
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while log.first_switch().is_none() && Instant::now() < deadline {
+        thread::sleep(ms(20));
+    }
+    let settle = Instant::now() + ms(1500);
+    while Instant::now() < settle {
+        thread::sleep(ms(20));
+    }
+    *stop.lock().unwrap() = true;
+    let mut ops: Vec<Op> = workers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    ops.sort_by_key(|o| o.invoke);
+    History {
+        ops,
+        faults: Vec::new(),
+        events: log.notes.lock().unwrap().clone(),
+    }
+}
+
+#[test]
+fn killed_master_under_load() {
+    let mut cluster = SentinelCluster::start();
+    let t0 = Instant::now();
+    let log = EventLog::new(t0);
+    let client = Client::builder(fast(&cluster.url()).build().unwrap())
+        .listener(log.clone())
+        .build()
+        .unwrap();
+    let off_log = EventLog::new(t0);
+    let off = Client::builder(
+        fast(&cluster.url())
+            .fallback_mode(FallbackMode::Disabled)
+            .key_prefix("off:")
+            .build()
+            .unwrap(),
+    )
+    .listener(off_log.clone())
+    .build()
+    .unwrap();
+    client.set("probe", "x").unwrap();
+    off.set("probe", "x").unwrap();
+    let off_run = {
+        let off = off.clone();
+        let off_log = off_log.clone();
+        thread::spawn(move || load_only(&off, &off_log))
+    };
+    let run = run_failover(&mut cluster, &client, &log, &|c| c.nodes[0].stop());
+    let off_history = off_run.join().unwrap();
+    report("killed master (fallback on)", &run);
+    verify("killed master (fallback on)", &client, &run, true, true);
+    let off_run = Run {
+        history: off_history,
+        agreed: run.agreed,
+        landed: run.landed,
+        switch: off_log.first_switch(),
+        fault_at: run.fault_at,
+    };
+    verify("killed master (fallback off)", &off, &off_run, false, true);
+}
+
+#[test]
+fn all_sentinels_down_serves_from_memory_within_the_bound() {
+    let mut cluster = SentinelCluster::start();
+    // A client that found the master keeps using it while the sentinels
+    // are away.
+    let known = Client::new(fast(&cluster.url()).build().unwrap()).unwrap();
+    known.set("k", "v").unwrap();
+    for s in &mut cluster.sentinels {
+        s.stop();
+    }
+    assert_eq!(known.get::<_, String>("k").unwrap().as_deref(), Some("v"));
+    assert_eq!(known.stats().fallback_reads, 0);
+
+    // A new one cannot find any master: every call is served from memory,
+    // each within its bound.
+    let client = Client::new(fast(&cluster.url()).build().unwrap()).unwrap();
+    let bound = client.config().call_bound();
+    let mut slowest = Duration::ZERO;
+    for i in 0..50 {
+        let start = Instant::now();
+        client.set(format!("m{i}"), "v").unwrap();
+        slowest = slowest.max(start.elapsed());
+        let start = Instant::now();
+        let got: Option<String> = client.get(format!("m{i}")).unwrap();
+        slowest = slowest.max(start.elapsed());
+        assert_eq!(got.as_deref(), Some("v"));
+    }
+    assert!(slowest <= bound, "a call took {slowest:?} > {bound:?}");
+    let stats = client.stats();
+    assert!(stats.fallback_writes >= 50, "{stats}");
+    assert_eq!(stats.errors(), 0);
+    let health = client.health();
+    assert!(health.serving_from_memory, "{health}");
+    assert!(
+        health.endpoints[0]
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("sentinel")),
+        "{health}"
+    );
+}

@@ -1,0 +1,287 @@
+//! A real Sentinel deployment for tests: one master, one replica
+//! (`--replicaof`) and three `redis-server --sentinel` processes, each on a
+//! free loopback port in its own temporary directory (sentinel rewrites its
+//! config file), all stopped on drop.
+//!
+//! Timers are short (`down-after-milliseconds 500`, `failover-timeout
+//! 2000`) so a killed master is replaced within a few seconds. Every wait
+//! polls a condition until a deadline; nothing sleeps for a fixed time to
+//! "let things settle".
+
+use std::fs::{self, File};
+use std::io::Read;
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::server::unique_temp_dir;
+use super::{free_port, loopback, RedisServer};
+
+/// The service name the sentinels monitor.
+pub const SERVICE: &str = "mymaster";
+/// How long the deployment may take to form (sentinels find each other
+/// through hello messages every 2 s).
+const FORM_DEADLINE: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(20);
+
+/// One `redis-server --sentinel` process.
+pub struct Sentinel {
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Sentinel {
+    fn start(master_port: u16) -> Sentinel {
+        for _ in 0..5 {
+            let mut s = Sentinel {
+                port: free_port(),
+                dir: unique_temp_dir(),
+                child: None,
+            };
+            fs::create_dir_all(&s.dir).unwrap();
+            let conf = format!(
+                "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {dir}\nlogfile {dir}/sentinel.log\n\
+                 sentinel resolve-hostnames no\n\
+                 sentinel monitor {SERVICE} 127.0.0.1 {master_port} 2\n\
+                 sentinel down-after-milliseconds {SERVICE} 500\n\
+                 sentinel failover-timeout {SERVICE} 2000\n\
+                 sentinel parallel-syncs {SERVICE} 1\n",
+                port = s.port,
+                dir = s.dir.display(),
+            );
+            fs::write(s.dir.join("sentinel.conf"), conf).unwrap();
+            if s.spawn() {
+                return s;
+            }
+        }
+        panic!("no sentinel could start on a free port");
+    }
+
+    /// Spawns the process and waits until it answers PING; `false` when it
+    /// exited (lost the port to another process).
+    fn spawn(&mut self) -> bool {
+        let bin = std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".into());
+        let stderr = File::create(self.dir.join("stderr.log")).unwrap();
+        let child = Command::new(bin)
+            .arg(self.dir.join("sentinel.conf"))
+            .arg("--sentinel")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn redis-server --sentinel (apt-get install redis-server)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(child) = &mut self.child {
+                if let Ok(Some(_)) = child.try_wait() {
+                    self.child = None;
+                    return false;
+                }
+            }
+            if self.query(&["PING"]).is_ok() {
+                return true;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sentinel on port {} did not answer: {}",
+                self.port,
+                self.log()
+            );
+            thread::sleep(POLL);
+        }
+    }
+
+    /// The sentinel's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Runs one command on this sentinel.
+    pub fn query(&self, args: &[&str]) -> redis::RedisResult<redis::Value> {
+        let mut conn = super::connect(
+            &format!("redis://127.0.0.1:{}", self.port),
+            Duration::from_millis(500),
+        )?;
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query(&mut conn)
+    }
+
+    /// The master port this sentinel names now, if it answers.
+    pub fn master_port(&self) -> Option<u16> {
+        let v = self
+            .query(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE])
+            .ok()?;
+        let addr: Vec<String> = redis::from_redis_value(v).ok()?;
+        addr.get(1)?.parse().ok()
+    }
+
+    fn count(&self, what: &str) -> usize {
+        self.query(&["SENTINEL", what, SERVICE])
+            .ok()
+            .and_then(|v| redis::from_redis_value::<Vec<redis::Value>>(v).ok())
+            .map_or(0, |v| v.len())
+    }
+
+    /// `true` while the process runs.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// SIGKILL, and wait until the port refuses connections.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect_timeout(&loopback(self.port), Duration::from_millis(100)).is_ok() {
+            assert!(Instant::now() < deadline, "sentinel port still open");
+            thread::sleep(POLL);
+        }
+    }
+
+    /// Starts it again on the same port with its (rewritten) config.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.spawn() {
+            assert!(Instant::now() < deadline, "sentinel could not restart");
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The sentinel's log.
+    pub fn log(&self) -> String {
+        let mut text = String::new();
+        for name in ["sentinel.log", "stderr.log"] {
+            if let Ok(mut f) = File::open(self.dir.join(name)) {
+                let _ = f.read_to_string(&mut text);
+            }
+        }
+        text
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Master + replica + three sentinels.
+pub struct SentinelCluster {
+    /// `nodes[0]` starts as the master, `nodes[1]` as its replica.
+    pub nodes: Vec<RedisServer>,
+    pub sentinels: Vec<Sentinel>,
+}
+
+impl SentinelCluster {
+    /// Starts the deployment and waits (with a deadline) until the replica
+    /// is in sync and every sentinel knows the replica and the two other
+    /// sentinels.
+    pub fn start() -> SentinelCluster {
+        let master = RedisServer::new();
+        let replica = RedisServer::start_with_args(&[
+            "--replicaof",
+            "127.0.0.1",
+            &master.port().to_string(),
+        ]);
+        let sentinels: Vec<Sentinel> = (0..3).map(|_| Sentinel::start(master.port())).collect();
+        let cluster = SentinelCluster {
+            nodes: vec![master, replica],
+            sentinels,
+        };
+        cluster.wait_until("the replica is in sync", |c| {
+            c.node_info(1, "replication")
+                .is_some_and(|i| i.contains("master_link_status:up"))
+        });
+        cluster.wait_until("the sentinels know each other and the replica", |c| {
+            c.sentinels
+                .iter()
+                .all(|s| s.count("SENTINELS") == 2 && s.count("REPLICAS") == 1)
+        });
+        cluster
+    }
+
+    /// Polls `cond` every 20 ms until it holds; panics with the logs after
+    /// 30 s.
+    pub fn wait_until(&self, what: &str, cond: impl Fn(&SentinelCluster) -> bool) {
+        let deadline = Instant::now() + FORM_DEADLINE;
+        while !cond(self) {
+            if Instant::now() > deadline {
+                let logs: Vec<String> = self.sentinels.iter().map(Sentinel::log).collect();
+                panic!(
+                    "timed out waiting until {what}\n{}",
+                    logs.join("\n-----\n")
+                );
+            }
+            thread::sleep(POLL);
+        }
+    }
+
+    /// `redis+sentinel://` URL listing the sentinels in `order`.
+    pub fn url_with(&self, order: &[usize]) -> String {
+        let hosts: Vec<String> = order
+            .iter()
+            .map(|i| format!("127.0.0.1:{}", self.sentinels[*i].port()))
+            .collect();
+        format!("redis+sentinel://{}/{SERVICE}", hosts.join(","))
+    }
+
+    /// `redis+sentinel://` URL listing every sentinel.
+    pub fn url(&self) -> String {
+        self.url_with(&[0, 1, 2])
+    }
+
+    /// `INFO <section>` of node `i`, if it answers.
+    pub fn node_info(&self, i: usize, section: &str) -> Option<String> {
+        let mut conn = super::connect(&self.nodes[i].url(), Duration::from_millis(500)).ok()?;
+        redis::cmd("INFO").arg(section).query(&mut conn).ok()
+    }
+
+    /// The index of the node on `port`.
+    pub fn node_on(&self, port: u16) -> Option<usize> {
+        self.nodes.iter().position(|n| n.port() == port)
+    }
+
+    /// `true` when every running sentinel names node `i` as the master.
+    pub fn all_agree_on(&self, i: usize) -> bool {
+        let port = self.nodes[i].port();
+        self.sentinels
+            .iter()
+            .filter(|s| s.is_running())
+            .all(|s| s.master_port() == Some(port))
+    }
+
+    /// `SENTINEL FAILOVER` on the first running sentinel (retried while it
+    /// answers NOGOODSLAVE/INPROG for a moment after forming).
+    pub fn failover(&self) {
+        let deadline = Instant::now() + FORM_DEADLINE;
+        loop {
+            let s = self
+                .sentinels
+                .iter()
+                .find(|s| s.is_running())
+                .expect("a running sentinel");
+            match s.query(&["SENTINEL", "FAILOVER", SERVICE]) {
+                Ok(_) => return,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    thread::sleep(POLL);
+                }
+                Err(e) => panic!("SENTINEL FAILOVER: {e}"),
+            }
+        }
+    }
+}
