@@ -312,6 +312,14 @@ impl Router {
         }
     }
 
+    /// The endpoint of `role` (the primary when there is no secondary).
+    pub(crate) fn endpoint(&self, role: Role) -> &RedisEndpoint {
+        match (role, &self.secondary) {
+            (Role::Secondary, Some(s)) => s,
+            _ => &self.primary,
+        }
+    }
+
     pub(crate) fn endpoints(&self) -> impl Iterator<Item = &RedisEndpoint> {
         std::iter::once(&self.primary).chain(self.secondary.iter())
     }

@@ -17,6 +17,7 @@
 //! on return). Everything above the pool (breaker, retries, fallback,
 //! journal, stats) sees one endpoint whatever its topology.
 
+mod recent;
 pub(crate) mod sentinel;
 mod watch;
 
@@ -33,7 +34,7 @@ use crate::error::Error;
 #[derive(Clone)]
 pub(crate) enum Topology {
     /// The URL's address.
-    Standalone(ConnectionInfo),
+    Standalone(Box<ConnectionInfo>),
     /// The master named by the sentinels.
     Sentinel(Arc<SentinelTopology>),
 }
@@ -43,7 +44,7 @@ impl Topology {
     /// is unknown or in doubt (never past `deadline`).
     pub(crate) fn connection_info(&self, deadline: Instant) -> Result<ConnectionInfo, Error> {
         match self {
-            Topology::Standalone(info) => Ok(info.clone()),
+            Topology::Standalone(info) => Ok((**info).clone()),
             Topology::Sentinel(s) => s.master_info(deadline),
         }
     }
@@ -94,6 +95,13 @@ pub(crate) struct MasterSwitch {
     /// (a failed connect, a `READONLY`) to the switch; zero when the
     /// switch came before any trouble (a `+switch-master` message).
     pub(crate) took: Duration,
+    /// Keys this client wrote to the old master shortly before the switch:
+    /// the new master may hold older values, so they are deleted there
+    /// before they are served again.
+    pub(crate) distrusted: usize,
+    /// More keys were written then than could be noted: reads of those
+    /// may return older values.
+    pub(crate) untracked: bool,
 }
 
 /// Told of each master switch (on the thread that saw it, outside the

@@ -58,7 +58,7 @@ impl RedisManager {
     pub(crate) fn new(endpoint: &Endpoint, config: &Config, clock: SharedClock) -> RedisManager {
         let info = endpoint.info.clone().set_tcp_settings(tcp_settings(config));
         let topology = match &endpoint.sentinel {
-            None => Topology::Standalone(info),
+            None => Topology::Standalone(Box::new(info)),
             Some(spec) => Topology::Sentinel(Arc::new(SentinelTopology::new(
                 spec,
                 info,
@@ -66,6 +66,7 @@ impl RedisManager {
                 config.socket_timeout,
                 &endpoint.redacted,
                 clock.clone(),
+                config.fallback_max_entries,
             ))),
         };
         RedisManager {
@@ -77,7 +78,11 @@ impl RedisManager {
         }
     }
 
-    fn connect_inner(&self, info: ConnectionInfo, timeout: Duration) -> redis::RedisResult<Connection> {
+    fn connect_inner(
+        &self,
+        info: ConnectionInfo,
+        timeout: Duration,
+    ) -> redis::RedisResult<Connection> {
         // redis-rs waits up to its timeout for *each* reply of the handshake
         // pipeline (it keeps reading after a timed-out reply), so a silent
         // server would hold us for a multiple of it: share it out instead.

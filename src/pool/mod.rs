@@ -302,6 +302,12 @@ impl PooledConnection {
         self.broken
     }
 
+    /// The generation of the endpoint's topology it was dialled in (see
+    /// `topology`).
+    pub(crate) fn generation(&self) -> u64 {
+        self.entry.as_ref().map_or(0, |e| e.generation)
+    }
+
     /// `false` when this connection was made for this checkout, `true` when
     /// it was reused from the idle stack.
     pub fn is_reused(&self) -> bool {
@@ -423,6 +429,11 @@ impl PooledConnection {
         if let Err(err) = &result {
             if breaks_connection(err) {
                 self.broken = true;
+                if err.is_connection_dropped() || err.is_connection_refusal() {
+                    // The server went away: it may have been a master
+                    // that died (a sentinel topology asks again).
+                    self.shared.manager.topology.note_trouble();
+                }
             } else if is_readonly(err) {
                 // The server is a replica now: the master moved. Never lend
                 // this connection again, and ask where the master is.

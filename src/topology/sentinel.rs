@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, RwLock};
 use redis::{ConnectionAddr, ConnectionInfo, RedisConnectionInfo, Value};
 
+use super::recent::{Key, RecentWrites, WINDOW};
 use super::{MasterSwitch, TopologyListener};
 use crate::clock::SharedClock;
 use crate::config::sentinel::{host_port, SentinelSpec, MAX_SENTINELS};
@@ -71,6 +72,8 @@ pub(crate) struct SentinelTopology {
     redacted: String,
     clock: SharedClock,
     listener: RwLock<Option<Arc<dyn TopologyListener>>>,
+    /// Keys the master acknowledged lately (see `recent`).
+    recent: RecentWrites,
 }
 
 impl SentinelTopology {
@@ -83,6 +86,7 @@ impl SentinelTopology {
         socket_timeout: Duration,
         redacted: &str,
         clock: SharedClock,
+        max_keys: usize,
     ) -> SentinelTopology {
         let mut auth = RedisConnectionInfo::default().set_skip_set_lib_name();
         if let Some(pw) = &spec.password {
@@ -104,7 +108,33 @@ impl SentinelTopology {
             redacted: redacted.to_string(),
             clock,
             listener: RwLock::new(None),
+            recent: RecentWrites::new(max_keys),
         }
+    }
+
+    /// Notes `keys` written through a connection of `generation`, once
+    /// acknowledged (before the caller sees it). Written to an old master
+    /// after the switch, they are distrusted at once.
+    pub(crate) fn acknowledged(&self, generation: u64, keys: &[&[u8]]) {
+        let mut notes = self.recent.lock();
+        if generation != self.generation() {
+            notes.late(keys);
+            return;
+        }
+        let now = self.clock.now();
+        let trouble = self.state.lock().trouble_since.unwrap_or(now).min(now);
+        notes.note(keys, now, before(trouble, WINDOW));
+    }
+
+    /// `true` when keys wait to be marked stale on the new master.
+    pub(crate) fn has_distrusted(&self) -> bool {
+        self.recent.has_pending()
+    }
+
+    /// Hands the keys the new master may hold older values of to `mark`
+    /// (no attempt on the new master is sent before it returns).
+    pub(crate) fn drain_distrusted(&self, mark: impl FnOnce(&[Key])) {
+        self.recent.drain(mark);
     }
 
     /// Sets who is told of master switches.
@@ -242,6 +272,9 @@ impl SentinelTopology {
     /// reported to the listener (outside the lock).
     fn apply(&self, addr: Addr, via: String) {
         let now = self.clock.now();
+        // The notes are locked across the snapshot and the generation bump
+        // (see `recent`), before the state: the same order as `acknowledged`.
+        let mut notes = self.recent.lock();
         let switch = {
             let mut st = self.state.lock();
             self.doubt.store(false, Ordering::Release);
@@ -251,17 +284,19 @@ impl SentinelTopology {
                 None
             } else {
                 let old = st.master.replace(addr.clone());
+                let trouble = st.trouble_since.take();
+                let since = before(trouble.unwrap_or(now).min(now), WINDOW);
+                let (distrusted, untracked) = notes.switch(since);
                 self.generation.fetch_add(1, Ordering::AcqRel);
-                let took = st
-                    .trouble_since
-                    .take()
-                    .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+                let took = trouble.map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
                 match old {
                     Some((h, p)) => Some(MasterSwitch {
                         from: host_port(&h, p),
                         to: host_port(&addr.0, addr.1),
                         sentinel: via,
                         took,
+                        distrusted,
+                        untracked,
                     }),
                     None => {
                         log::debug!(
@@ -275,6 +310,7 @@ impl SentinelTopology {
                 }
             }
         };
+        drop(notes);
         if let Some(switch) = switch {
             self.switches.fetch_add(1, Ordering::Relaxed);
             let listener = self.listener.read().clone();
@@ -335,21 +371,20 @@ impl SentinelTopology {
             }
             // One sentinel may not take all the time: leave some for the
             // next ones.
-            let own = crate::clock::saturating_add(self.clock.now(), left.min(self.connect_timeout));
+            let own =
+                crate::clock::saturating_add(self.clock.now(), left.min(self.connect_timeout));
             let name = host_port(&sentinel.0, sentinel.1);
             match self.ask(sentinel, own) {
-                Ok((addr, others)) => {
-                    match self.verify(&addr, deadline) {
-                        Ok(()) => {
-                            self.promote(i, others);
-                            return Ok((addr, name));
-                        }
-                        Err(why) => reasons.push(format!(
-                            "{name} named {} which {why}",
-                            host_port(&addr.0, addr.1)
-                        )),
+                Ok((addr, others)) => match self.verify(&addr, deadline) {
+                    Ok(()) => {
+                        self.promote(i, others);
+                        return Ok((addr, name));
                     }
-                }
+                    Err(why) => reasons.push(format!(
+                        "{name} named {} which {why}",
+                        host_port(&addr.0, addr.1)
+                    )),
+                },
                 Err(why) => reasons.push(format!("{name}: {why}")),
             }
         }
@@ -466,6 +501,11 @@ fn query(
     cmd.query(conn).map_err(describe)
 }
 
+/// `at - d`, or `at` itself when that is before what an `Instant` can hold.
+fn before(at: Instant, d: Duration) -> Instant {
+    at.checked_sub(d).unwrap_or(at)
+}
+
 /// A redis error as text, classified (never holds a secret: the
 /// classifier drops the connection info).
 fn describe(e: redis::RedisError) -> String {
@@ -511,7 +551,10 @@ fn field(fields: &[(String, String)], name: &str) -> Option<String> {
 /// be 1..=65535 and the host non-empty.
 fn addr_of(fields: &[(String, String)]) -> Option<Addr> {
     let ip = field(fields, "ip").filter(|ip| !ip.is_empty() && ip.len() <= 255)?;
-    let port = field(fields, "port")?.parse::<u16>().ok().filter(|p| *p != 0)?;
+    let port = field(fields, "port")?
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)?;
     Some((ip, port))
 }
 
