@@ -51,7 +51,11 @@ impl fmt::Debug for SentinelSpec {
 
 /// `true` when `raw` has a sentinel scheme (the caller then parses it here).
 pub(crate) fn is_sentinel_url(raw: &str) -> bool {
-    let lower = raw.trim().get(..20).unwrap_or(raw.trim()).to_ascii_lowercase();
+    let lower = raw
+        .trim()
+        .get(..20)
+        .unwrap_or(raw.trim())
+        .to_ascii_lowercase();
     lower.starts_with("redis+sentinel://") || lower.starts_with("rediss+sentinel://")
 }
 
@@ -86,8 +90,8 @@ pub(crate) fn parse(label: &str, raw: &str) -> Result<Endpoint, Error> {
         }
         Some(_) => {
             return Err(Error::config(format!(
-                "{label}: unknown URL fragment; only #insecure (with rediss+sentinel://) is accepted"
-            )))
+            "{label}: unknown URL fragment; only #insecure (with rediss+sentinel://) is accepted"
+        )))
         }
     };
     if rest.contains('?') {
@@ -311,10 +315,7 @@ fn parse_path(label: &str, path: &str) -> Result<(String, i64), Error> {
             "{label}: the service name is longer than {MAX_SERVICE} bytes"
         )));
     }
-    let service = match decode(label, "service name", service)? {
-        Some(s) => s,
-        None => String::new(),
-    };
+    let service = decode(label, "service name", service)?.unwrap_or_default();
     let db = match parts.next() {
         None | Some("") => 0,
         Some(db) => match db.parse::<i64>() {
@@ -428,7 +429,10 @@ mod tests {
         assert_eq!(e.info.redis_settings().username(), Some("alice"));
         assert_eq!(e.info.redis_settings().password(), Some("s@cret"));
         assert_eq!(e.info.redis_settings().db(), 3);
-        assert_eq!(e.redacted, "redis+sentinel://alice:***@127.0.0.1:26379/svc/3");
+        assert_eq!(
+            e.redacted,
+            "redis+sentinel://alice:***@127.0.0.1:26379/svc/3"
+        );
         assert!(!format!("{e:?}").contains("cret"));
 
         let e = ok("redis+sentinel://:pw@h/svc/");
@@ -497,9 +501,15 @@ mod tests {
             Ok(c) => c,
             Err(e) => panic!("{e}"),
         };
-        assert_eq!(c.url(), Some("redis+sentinel://:***@h1:26379,h2:26379/mymaster"));
+        assert_eq!(
+            c.url(),
+            Some("redis+sentinel://:***@h1:26379,h2:26379/mymaster")
+        );
         let shown = format!("{c:?} {c}");
-        assert!(!shown.contains("datapw") && !shown.contains("sentinelpw"), "{shown}");
+        assert!(
+            !shown.contains("datapw") && !shown.contains("sentinelpw"),
+            "{shown}"
+        );
         let s = c.primary.as_ref().and_then(|e| e.sentinel.as_ref());
         assert_eq!(s.and_then(|s| s.password.as_deref()), Some("sentinelpw"));
 
@@ -522,7 +532,10 @@ mod tests {
         let env = |name: &str| (name == "REDIS_URL").then(|| "redis+sentinel://h".to_string());
         match Config::from_env_with(env) {
             Ok(c) => panic!("built {c:?}"),
-            Err(e) => assert!(e.to_string().starts_with("REDIS_URL: missing the service"), "{e}"),
+            Err(e) => assert!(
+                e.to_string().starts_with("REDIS_URL: missing the service"),
+                "{e}"
+            ),
         }
     }
 }

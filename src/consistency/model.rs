@@ -458,7 +458,6 @@ pub(crate) fn violations(history: &[Rec]) -> Vec<String> {
     out
 }
 
-
 /// Runs `actions` on a fresh world and panics, listing them, on any
 /// violation of the contract.
 pub fn check(mode: Reconcile, write_through: bool, has_secondary: bool, actions: &[Action]) {

@@ -6,9 +6,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::fallback::shard_entry_size as entry_size;
-pub use crate::fallback::{
-    MemoryStore, SetOutcome, StoreStats, ENTRY_OVERHEAD, MAX_SHARDS,
-};
+pub use crate::fallback::{MemoryStore, SetOutcome, StoreStats, ENTRY_OVERHEAD, MAX_SHARDS};
 use crate::{Clock, ErrorKind, ManualClock};
 
 /// Distinct keys the checker uses: few, so operations collide.

@@ -558,8 +558,12 @@ fn sockets_get_keepalive_nodelay_and_user_timeout() {
 #[test]
 fn connect_timeout_is_shared_across_handshake_replies() {
     let endpoint = |url: &str| Config::builder(url).build().unwrap().primary.unwrap();
-    let plain = RedisManager::new(&endpoint("redis://h:6379"), &Config::default());
-    assert_eq!(connect::handshake_replies(&plain.info), 2);
-    let full = RedisManager::new(&endpoint("redis://u:pw@h:6379/3"), &Config::default());
-    assert_eq!(connect::handshake_replies(&full.info), 4);
+    assert_eq!(
+        connect::handshake_replies(&endpoint("redis://h:6379").info),
+        2
+    );
+    assert_eq!(
+        connect::handshake_replies(&endpoint("redis://u:pw@h:6379/3").info),
+        4
+    );
 }

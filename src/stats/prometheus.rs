@@ -174,7 +174,7 @@ pub(super) fn render(s: &Stats) -> String {
             }
         }
         type Field = fn(&EndpointStats) -> u64;
-        let per_endpoint: [(&str, &str, &str, Field); 6] = [
+        let per_endpoint: [(&str, &str, &str, Field); 7] = [
             (
                 "circuit_opens_total",
                 c,
@@ -210,6 +210,12 @@ pub(super) fn render(s: &Stats) -> String {
                 c,
                 "Attempts sent to each endpoint.",
                 |e| e.requests,
+            ),
+            (
+                "master_switches_total",
+                c,
+                "Times the sentinels named a new master (redis+sentinel:// endpoints).",
+                |e| e.master_switches,
             ),
         ];
         for (name, kind, help, field) in per_endpoint {
@@ -308,6 +314,10 @@ pub(crate) mod tests {
             connections_created: 5,
             connections_closed: 2,
             requests: 100,
+            master: None,
+            sentinel: None,
+            master_switches: 0,
+            connections_retired: 0,
         }
     }
 

@@ -192,11 +192,8 @@ impl SentinelCluster {
     /// sentinels.
     pub fn start() -> SentinelCluster {
         let master = RedisServer::new();
-        let replica = RedisServer::start_with_args(&[
-            "--replicaof",
-            "127.0.0.1",
-            &master.port().to_string(),
-        ]);
+        let replica =
+            RedisServer::start_with_args(&["--replicaof", "127.0.0.1", &master.port().to_string()]);
         let sentinels: Vec<Sentinel> = (0..3).map(|_| Sentinel::start(master.port())).collect();
         let cluster = SentinelCluster {
             nodes: vec![master, replica],
@@ -221,10 +218,7 @@ impl SentinelCluster {
         while !cond(self) {
             if Instant::now() > deadline {
                 let logs: Vec<String> = self.sentinels.iter().map(Sentinel::log).collect();
-                panic!(
-                    "timed out waiting until {what}\n{}",
-                    logs.join("\n-----\n")
-                );
+                panic!("timed out waiting until {what}\n{}", logs.join("\n-----\n"));
             }
             thread::sleep(POLL);
         }
