@@ -492,6 +492,32 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever follows the scheme: a sentinel endpoint or a config
+        /// error naming the label, never a panic, never the password.
+        #[test]
+        fn any_input_parses_or_is_a_config_error(rest in ".{0,80}", pw in "[a-z]{8}") {
+            for raw in [
+                format!("redis+sentinel://{rest}"),
+                format!("rediss+sentinel://u:{pw}@{rest}"),
+                format!("redis+sentinel://:{pw}@h1,{rest}"),
+            ] {
+                match Endpoint::parse("REDIS_URL", &raw) {
+                    Ok(e) => {
+                        proptest::prop_assert!(e.sentinel.is_some());
+                        proptest::prop_assert!(!e.redacted.contains(&pw));
+                    }
+                    Err(e) => {
+                        proptest::prop_assert_eq!(e.kind(), ErrorKind::Config);
+                        let msg = e.to_string();
+                        proptest::prop_assert!(msg.starts_with("REDIS_URL: "));
+                        proptest::prop_assert!(!msg.contains(&pw));
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn builder_and_env_accept_it_and_the_sentinel_password_stays_secret() {
         let c = match Config::builder("redis+sentinel://:datapw@h1,h2/mymaster")

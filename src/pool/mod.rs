@@ -44,7 +44,8 @@ mod maintenance;
 mod tests;
 
 pub(crate) use self::connect::handshake_replies;
-use self::connect::{breaks_connection, is_readonly, RedisManager};
+pub(crate) use self::connect::is_readonly;
+use self::connect::{breaks_connection, RedisManager};
 use self::core::{Entry, Settings, Shared};
 use self::maintenance::Maintenance;
 

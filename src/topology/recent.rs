@@ -175,7 +175,7 @@ mod tests {
         let later = t0 + Duration::from_secs(10);
         r.lock().note(&[b"old"], t0, t0);
         r.lock().note(&[b"a", b"b"], later, t0);
-        // Full: `b` was refused... no, `old` and `a` fit; `b` overflowed.
+        // `old` and `a` fit; `b` did not (cap 2).
         let (n, lost) = r.lock().switch(later - WINDOW);
         assert_eq!(n, 1, "only `a` is recent");
         assert!(lost, "`b` did not fit");
