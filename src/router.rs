@@ -167,6 +167,19 @@ impl RedisEndpoint {
                 return Err(e);
             }
         };
+        if !conn.is_current() {
+            // The master moved between the checkout and now: nothing is
+            // sent to the old one, and the retry goes to the new one.
+            conn.mark_broken();
+            permit.ignore();
+            return Err(Error::new(
+                ErrorKind::Connection,
+                ErrorClass::Transient,
+                format!("not sent to {}: the master moved", self.url()),
+            )
+            .with_counts_against_breaker(false)
+            .with_may_have_executed(false));
+        }
         self.attempts.fetch_add(1, Ordering::Relaxed);
         match f(&mut conn, self.role) {
             Ok(value) => {

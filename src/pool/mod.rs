@@ -309,6 +309,14 @@ impl PooledConnection {
         self.entry.as_ref().map_or(0, |e| e.generation)
     }
 
+    /// `false` once the endpoint's server changed since this connection
+    /// was made (a sentinel master switch): nothing more may be sent on it.
+    pub(crate) fn is_current(&self) -> bool {
+        self.entry
+            .as_ref()
+            .is_some_and(|entry| !self.shared.is_retired(entry))
+    }
+
     /// `false` when this connection was made for this checkout, `true` when
     /// it was reused from the idle stack.
     pub fn is_reused(&self) -> bool {

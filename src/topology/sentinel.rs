@@ -285,9 +285,14 @@ impl SentinelTopology {
             } else {
                 let old = st.master.replace(addr.clone());
                 let trouble = st.trouble_since.take();
-                let since = before(trouble.unwrap_or(now).min(now), WINDOW);
-                let (distrusted, untracked) = notes.switch(since);
-                self.generation.fetch_add(1, Ordering::AcqRel);
+                let (mut distrusted, mut untracked) = (0, false);
+                // The first discovery retires nothing: no connection went
+                // anywhere else before.
+                if old.is_some() {
+                    let since = before(trouble.unwrap_or(now).min(now), WINDOW);
+                    (distrusted, untracked) = notes.switch(since);
+                    self.generation.fetch_add(1, Ordering::AcqRel);
+                }
                 let took = trouble.map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
                 match old {
                     Some((h, p)) => Some(MasterSwitch {

@@ -22,8 +22,9 @@ use super::{free_port, loopback, RedisServer};
 /// The service name the sentinels monitor.
 pub const SERVICE: &str = "mymaster";
 /// How long the deployment may take to form (sentinels find each other
-/// through hello messages every 2 s).
-const FORM_DEADLINE: Duration = Duration::from_secs(30);
+/// through hello messages every 2 s) or a change to happen (a sentinel in
+/// TILT, after its timer stalled on an overloaded machine, waits 30 s).
+const FORM_DEADLINE: Duration = Duration::from_secs(90);
 const POLL: Duration = Duration::from_millis(20);
 
 /// One `redis-server --sentinel` process.
@@ -212,7 +213,7 @@ impl SentinelCluster {
     }
 
     /// Polls `cond` every 20 ms until it holds; panics with the logs after
-    /// 30 s.
+    /// 90 s.
     pub fn wait_until(&self, what: &str, cond: impl Fn(&SentinelCluster) -> bool) {
         let deadline = Instant::now() + FORM_DEADLINE;
         while !cond(self) {
