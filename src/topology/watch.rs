@@ -167,3 +167,50 @@ fn watch_one(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::config::sentinel::SentinelSpec;
+
+    fn topology(port: u16) -> Arc<SentinelTopology> {
+        let spec = SentinelSpec {
+            sentinels: vec![("127.0.0.1".to_string(), port)],
+            service: "mymaster".to_string(),
+            password: None,
+        };
+        let addr = redis::ConnectionAddr::Tcp("127.0.0.1".to_string(), port);
+        let Ok(info) = redis::IntoConnectionInfo::into_connection_info(addr) else {
+            panic!("a TCP address is a connection info");
+        };
+        Arc::new(SentinelTopology::new(
+            &spec,
+            info,
+            Duration::from_millis(100),
+            Duration::from_millis(100),
+            "redis+sentinel://127.0.0.1/mymaster",
+            SystemClock::shared(),
+            10,
+        ))
+    }
+
+    #[test]
+    fn stops_on_drop_while_no_sentinel_answers() {
+        // Port 1 refuses: the thread is in its backoff loop.
+        let t = topology(1);
+        let watcher = Watcher::start(&t);
+        assert!(watcher.handle.is_some());
+        // Drop joins: it returns only once the thread has exited.
+        drop(watcher);
+        assert_eq!(Arc::strong_count(&t), 1, "the thread holds no reference");
+    }
+
+    #[test]
+    fn exits_when_the_topology_is_gone() {
+        let t = topology(1);
+        let watcher = Watcher::start(&t);
+        drop(t);
+        drop(watcher);
+    }
+}
