@@ -519,6 +519,24 @@ mod tests {
     }
 
     #[test]
+    fn call_bound_counts_discovery_and_the_switch_invalidation() {
+        let ms = std::time::Duration::from_millis;
+        let build = |url: &str| match Config::builder(url)
+            .connect_timeout(ms(100))
+            .socket_timeout(ms(200))
+            .checkout_timeout(ms(300))
+            .max_retries(0)
+            .build()
+        {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        let plain = build("redis://h:6379").call_bound();
+        let sentinel = build("redis+sentinel://h/m").call_bound();
+        assert_eq!(sentinel, plain + ms(100) + ms(200));
+    }
+
+    #[test]
     fn builder_and_env_accept_it_and_the_sentinel_password_stays_secret() {
         let c = match Config::builder("redis+sentinel://:datapw@h1,h2/mymaster")
             .sentinel_password("sentinelpw")

@@ -101,6 +101,12 @@ impl RecentWrites {
         self.has_pending.store(false, Ordering::Release);
     }
 
+    /// `keys` were acknowledged by an old master after the switch: pending
+    /// at once.
+    pub(crate) fn late(&self, keys: &[&[u8]]) {
+        self.add_pending(keys.iter().map(|k| Key::from(*k)));
+    }
+
     fn add_pending(&self, keys: impl IntoIterator<Item = Key>) {
         let mut pending = self.pending.lock();
         pending.extend(keys);
@@ -138,12 +144,6 @@ impl NotesGuard<'_> {
                 self.noted.overflowed = Some(now);
             }
         }
-    }
-
-    /// `keys` were acknowledged by an old master after the switch: pending
-    /// at once.
-    pub(crate) fn late(&mut self, keys: &[&[u8]]) {
-        self.recent.add_pending(keys.iter().map(|k| Key::from(*k)));
     }
 
     /// At a switch: every key noted at or after `since` becomes pending.
@@ -185,7 +185,7 @@ mod tests {
         assert_eq!(seen, vec![b"a".to_vec()]);
         assert!(!r.has_pending());
 
-        r.lock().late(&[b"c"]);
+        r.late(&[b"c"]);
         let mut seen = Vec::new();
         r.drain(|keys| seen.extend(keys.iter().map(|k| k.to_vec())));
         assert_eq!(seen, vec![b"c".to_vec()]);

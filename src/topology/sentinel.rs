@@ -118,7 +118,10 @@ impl SentinelTopology {
     pub(crate) fn acknowledged(&self, generation: u64, keys: &[&[u8]]) {
         let mut notes = self.recent.lock();
         if generation != self.generation() {
-            notes.late(keys);
+            // After the switch: no ordering with it to keep, so the notes
+            // are not held while the pending list may be busy.
+            drop(notes);
+            self.recent.late(keys);
             return;
         }
         let now = self.clock.now();
@@ -281,6 +284,9 @@ impl SentinelTopology {
             st.last_error = None;
             st.via = Some(via.clone());
             if st.master.as_ref() == Some(&addr) {
+                // Verified (or announced) where it was: the trouble was not
+                // a failover.
+                st.trouble_since = None;
                 None
             } else {
                 let old = st.master.replace(addr.clone());
