@@ -327,11 +327,26 @@ fn run_failover(
     let events = log.notes.lock().unwrap().clone();
     let switched = log.first_switch().map_or(Duration::MAX, |(at, _, _)| at);
     let landed = first_write_after(&ops, switched);
-    // It went to the new master: the last probe is there.
-    client.set("probe", "last").unwrap();
-    let mut conn = cluster.nodes[1].connection();
-    let on_new: Option<String> = redis::cmd("GET").arg("probe").query(&mut conn).unwrap();
-    assert_eq!(on_new.as_deref(), Some("last"));
+    // The first switch went to the replica the sentinels promoted.
+    let (_, to, _) = log.first_switch().unwrap();
+    assert_eq!(to, format!("127.0.0.1:{new_port}"));
+    // And writes go to the master the client names (on an overloaded
+    // machine the sentinels may move it again: not asserted here): a write
+    // that is never served from memory is found there.
+    let deadline = Instant::now() + SWITCH_DEADLINE;
+    while client
+        .execute::<()>(redis::cmd("SET").arg("probe").arg("last"))
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "no master took the last probe");
+        thread::sleep(ms(20));
+    }
+    let node = cluster
+        .node_on(client_master_port(client))
+        .expect("the client names one of the nodes");
+    let mut conn = cluster.nodes[node].connection();
+    let there: Option<String> = redis::cmd("GET").arg("probe").query(&mut conn).unwrap();
+    assert_eq!(there.as_deref(), Some("last"));
     Run {
         history: History {
             ops,
@@ -381,11 +396,10 @@ fn report(name: &str, run: &Run) {
 /// Checks a run: the history holds, no READONLY after the switch, and
 /// (without the fallback) no error for a call invoked after the switch.
 fn verify(name: &str, client: &Client, run: &Run, fallback: bool, lost_writes_tolerated: bool) {
-    let (switched_at, to, _) = run
+    let (switched_at, _, _) = run
         .switch
         .clone()
         .unwrap_or_else(|| panic!("{name}: no MasterSwitched event"));
-    assert!(to.ends_with(&format!(":{}", client_master_port(client))));
     let violations = history::check(&run.history, &rules(client, fallback), &[]);
     let stale: Vec<_> = violations
         .iter()
