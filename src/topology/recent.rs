@@ -42,7 +42,6 @@ const PRUNE_EVERY: Duration = Duration::from_secs(1);
 /// A key as noted.
 pub(crate) type Key = Arc<[u8]>;
 
-#[derive(Debug)]
 struct Noted {
     keys: HashMap<Key, Instant>,
     last_prune: Option<Instant>,
@@ -51,13 +50,23 @@ struct Noted {
 }
 
 /// See the module docs.
-#[derive(Debug)]
 pub(crate) struct RecentWrites {
     noted: Mutex<Noted>,
     cap: usize,
     pending: Mutex<Vec<Key>>,
     /// Fast path: `false` while nothing is pending.
     has_pending: AtomicBool,
+}
+
+impl std::fmt::Debug for RecentWrites {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Keys may be sensitive: counts only.
+        f.debug_struct("RecentWrites")
+            .field("noted", &self.noted.lock().keys.len())
+            .field("pending", &self.pending.lock().len())
+            .field("cap", &self.cap)
+            .finish()
+    }
 }
 
 impl RecentWrites {
