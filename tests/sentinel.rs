@@ -723,3 +723,67 @@ fn all_sentinels_down_serves_from_memory_within_the_bound() {
         "{health}"
     );
 }
+
+/// Only READONLY tells the client here (the fake sentinel never announces
+/// a switch): it re-resolves at once, an idempotent command is re-sent to
+/// the new master, a non-idempotent one is not.
+#[test]
+fn readonly_re_resolves_and_resends_only_idempotent_commands() {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let a = support::RedisServer::new();
+    let b = support::RedisServer::new();
+    let sentinel = support::sentinel::FakeSentinel::start(a.port());
+    let url = format!(
+        "redis+sentinel://127.0.0.1:{}/{}",
+        sentinel.port(),
+        support::sentinel::SERVICE
+    );
+    let t0 = Instant::now();
+    let log = EventLog::new(t0);
+    let client = Client::builder(
+        fast(&url)
+            .fallback_mode(FallbackMode::Disabled)
+            .build()
+            .unwrap(),
+    )
+    .listener(log.clone())
+    .build()
+    .unwrap();
+    client.set("k", "1").unwrap();
+    assert_eq!(client_master_port(&client), a.port());
+
+    // B becomes the master, A its replica; the sentinel names B, silently.
+    let replicaof = |server: &support::RedisServer, master: Option<u16>| {
+        let mut c = server.connection();
+        let mut cmd = redis::cmd("REPLICAOF");
+        match master {
+            Some(p) => cmd.arg("127.0.0.1").arg(p),
+            None => cmd.arg("NO").arg("ONE"),
+        };
+        cmd.query::<()>(&mut c).unwrap();
+    };
+    replicaof(&a, Some(b.port()));
+    sentinel.set_master(b.port());
+    // SET is idempotent: the READONLY from A is followed by a discovery and
+    // the re-send to B, within the call.
+    client.set("k", "2").unwrap();
+    assert_eq!(client_master_port(&client), b.port());
+    let mut conn = b.connection();
+    let on_b: Option<String> = redis::cmd("GET").arg("k").query(&mut conn).unwrap();
+    assert_eq!(on_b.as_deref(), Some("2"));
+    let (_, to, took) = log.first_switch().expect("a MasterSwitched event");
+    assert_eq!(to, format!("127.0.0.1:{}", b.port()));
+    assert!(took > Duration::ZERO, "measured from the READONLY");
+
+    // Back again, but INCR is not idempotent: the READONLY reply is
+    // returned, not re-sent (and says it may have executed).
+    replicaof(&a, None);
+    replicaof(&b, Some(a.port()));
+    sentinel.set_master(a.port());
+    let err = client.incr("n", 1).unwrap_err();
+    assert!(err.to_string().contains("READONLY"), "{err}");
+    assert!(err.may_have_executed());
+    // The next call goes to A: the READONLY re-resolved the master.
+    assert_eq!(client.incr("n", 1).unwrap(), 1);
+    assert_eq!(client_master_port(&client), a.port());
+}

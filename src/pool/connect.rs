@@ -179,6 +179,12 @@ pub(crate) fn breaks_connection(err: &redis::RedisError) -> bool {
     )
 }
 
+/// `true` for a `READONLY` error reply as redis-rs hands it over before
+/// `query` turns it into an error: a `Value::ServerError`.
+pub(crate) fn is_readonly_reply(value: &redis::Value) -> bool {
+    matches!(value, redis::Value::ServerError(e) if e.code() == "READONLY")
+}
+
 /// `true` for a `READONLY` error reply: the server is a replica now.
 pub(crate) fn is_readonly(err: &redis::RedisError) -> bool {
     matches!(

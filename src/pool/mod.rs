@@ -45,7 +45,7 @@ mod tests;
 
 pub(crate) use self::connect::handshake_replies;
 pub(crate) use self::connect::is_readonly;
-use self::connect::{breaks_connection, RedisManager};
+use self::connect::{breaks_connection, is_readonly_reply, RedisManager};
 use self::core::{Entry, Settings, Shared};
 use self::maintenance::Maintenance;
 
@@ -434,6 +434,14 @@ impl PooledConnection {
         Ok((values, queued_error))
     }
 
+    /// A `READONLY` reply: the server is a replica now, so the master
+    /// moved. This connection is never lent again, and the topology asks
+    /// where the master is.
+    fn readonly(&mut self) {
+        self.broken = true;
+        self.shared.manager.topology.note_trouble();
+    }
+
     fn watch<T>(&mut self, result: RedisResult<T>) -> RedisResult<T> {
         if let Err(err) = &result {
             if breaks_connection(err) {
@@ -444,10 +452,7 @@ impl PooledConnection {
                     self.shared.manager.topology.note_trouble();
                 }
             } else if is_readonly(err) {
-                // The server is a replica now: the master moved. Never lend
-                // this connection again, and ask where the master is.
-                self.broken = true;
-                self.shared.manager.topology.note_trouble();
+                self.readonly();
             }
         }
         result
@@ -487,6 +492,10 @@ impl ConnectionLike for PooledConnection {
     fn req_packed_command(&mut self, cmd: &[u8]) -> RedisResult<Value> {
         self.check_current()?;
         let result = self.raw_mut().req_packed_command(cmd);
+        // Error replies come back as values (`query` makes them errors).
+        if matches!(&result, Ok(v) if is_readonly_reply(v)) {
+            self.readonly();
+        }
         self.watch(result)
     }
 
@@ -501,10 +510,15 @@ impl ConnectionLike for PooledConnection {
     ) -> RedisResult<Vec<Value>> {
         self.check_current()?;
         match self.pipelined(cmd, offset, count) {
-            Err(err) if is_readonly(&err) => {
-                self.broken = true;
-                self.shared.manager.topology.note_trouble();
-                Err(err)
+            Ok((values, queued))
+                if values.iter().any(is_readonly_reply)
+                    || queued.as_ref().is_some_and(|e| e.code() == "READONLY") =>
+            {
+                self.readonly();
+                match queued {
+                    Some(queued) => Err(RedisError::from(queued)),
+                    None => Ok(values),
+                }
             }
             Ok((values, None)) => Ok(values),
             // A command refused while queueing aborted the transaction: its

@@ -280,3 +280,150 @@ impl SentinelCluster {
         }
     }
 }
+
+/// A scripted stand-in for a sentinel, for what real sentinels will not do
+/// on cue: name a master the test chooses, and never announce a switch (so
+/// only `READONLY` can tell the client). Answers `SENTINEL MASTER` with the
+/// scripted address, `SENTINEL SENTINELS` with none, `SUBSCRIBE` with its
+/// confirmation (and nothing after), `PING`, and `+OK` to anything else.
+pub struct FakeSentinel {
+    port: u16,
+    master_port: std::sync::Arc<std::sync::atomic::AtomicU16>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    acceptor: Option<thread::JoinHandle<()>>,
+}
+
+impl FakeSentinel {
+    /// Starts it on a free port, naming `127.0.0.1:master_port`.
+    pub fn start(master_port: u16) -> FakeSentinel {
+        use std::sync::atomic::{AtomicBool, AtomicU16};
+        use std::sync::Arc;
+        let listener = std::net::TcpListener::bind(loopback(0)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let master = Arc::new(AtomicU16::new(master_port));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (m, s) = (master.clone(), stop.clone());
+        let acceptor = thread::spawn(move || {
+            let mut workers = Vec::new();
+            while !s.load(std::sync::atomic::Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let (m, s) = (m.clone(), s.clone());
+                        workers.push(thread::spawn(move || serve(stream, &m, &s)));
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(5)),
+                }
+            }
+            for w in workers {
+                let _ = w.join();
+            }
+        });
+        FakeSentinel {
+            port,
+            master_port: master,
+            stop,
+            acceptor: Some(acceptor),
+        }
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Names `127.0.0.1:port` from now on.
+    pub fn set_master(&self, port: u16) {
+        self.master_port
+            .store(port, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for FakeSentinel {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(a) = self.acceptor.take() {
+            let _ = a.join();
+        }
+    }
+}
+
+fn bulk(s: &str) -> String {
+    format!("${}\r\n{s}\r\n", s.len())
+}
+
+/// One connection: reads RESP arrays of bulk strings, answers each.
+fn serve(
+    stream: TcpStream,
+    master: &std::sync::atomic::AtomicU16,
+    stop: &std::sync::atomic::AtomicBool,
+) {
+    use std::io::{BufRead, BufReader, Write};
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(50)));
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    let mut args: Vec<String> = Vec::new();
+    let mut expected: Option<usize> = None;
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
+            Err(_) => return,
+        }
+        let l = line.trim_end();
+        if let Some(n) = l.strip_prefix('*') {
+            expected = n.parse().ok();
+            args.clear();
+            continue;
+        }
+        if l.starts_with('$') {
+            continue;
+        }
+        args.push(l.to_string());
+        if Some(args.len()) != expected {
+            continue;
+        }
+        let upper: Vec<String> = args.iter().map(|a| a.to_ascii_uppercase()).collect();
+        let reply = match upper
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .as_slice()
+        {
+            ["SENTINEL", "MASTER", ..] => {
+                let port = master.load(std::sync::atomic::Ordering::SeqCst).to_string();
+                format!(
+                    "*8\r\n{}{}{}{}{}{}{}{}",
+                    bulk("name"),
+                    bulk(SERVICE),
+                    bulk("ip"),
+                    bulk("127.0.0.1"),
+                    bulk("port"),
+                    bulk(&port),
+                    bulk("flags"),
+                    bulk("master")
+                )
+            }
+            ["SENTINEL", ..] => "*0\r\n".to_string(),
+            ["SUBSCRIBE", ..] => format!("*3\r\n{}{}:1\r\n", bulk("subscribe"), bulk(&args[1])),
+            ["PING", ..] => "+PONG\r\n".to_string(),
+            _ => "+OK\r\n".to_string(),
+        };
+        if writer.write_all(reply.as_bytes()).is_err() {
+            return;
+        }
+        expected = None;
+        args.clear();
+    }
+}
