@@ -713,6 +713,8 @@ fn all_sentinels_down_serves_from_memory_within_the_bound() {
     let stats = client.stats();
     assert!(stats.fallback_writes >= 50, "{stats}");
     assert_eq!(stats.errors(), 0);
+    // An availability failure: the breaker counted it and opened.
+    assert!(stats.endpoints[0].breaker_opens >= 1, "{stats}");
     let health = client.health();
     assert!(health.serving_from_memory, "{health}");
     assert!(
@@ -786,4 +788,34 @@ fn readonly_re_resolves_and_resends_only_idempotent_commands() {
     // The next call goes to A: the READONLY re-resolved the master.
     assert_eq!(client.incr("n", 1).unwrap(), 1);
     assert_eq!(client_master_port(&client), a.port());
+}
+
+/// A sentinel that reports the master down is skipped: the next one's
+/// answer is used.
+#[test]
+fn a_sentinel_reporting_the_master_down_is_skipped() {
+    let a = support::RedisServer::new();
+    let b = support::RedisServer::new();
+    let doubting = support::sentinel::FakeSentinel::start(a.port());
+    doubting.report_master_down(true);
+    let other = support::sentinel::FakeSentinel::start(b.port());
+    let url = format!(
+        "redis+sentinel://127.0.0.1:{},127.0.0.1:{}/{}",
+        doubting.port(),
+        other.port(),
+        support::sentinel::SERVICE
+    );
+    let client = Client::new(fast(&url).build().unwrap()).unwrap();
+    client.set("k", "v").unwrap();
+    assert_eq!(client_master_port(&client), b.port());
+    let health = client.health();
+    assert_eq!(
+        health.endpoints[0].sentinel.as_deref(),
+        Some(format!("127.0.0.1:{}", other.port()).as_str()),
+        "{health}"
+    );
+    let mut conn = b.connection();
+    let on_b: Option<String> = redis::cmd("GET").arg("k").query(&mut conn).unwrap();
+    assert_eq!(on_b.as_deref(), Some("v"));
+    assert_eq!(client.stats().fallback_writes, 0);
 }

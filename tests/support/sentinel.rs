@@ -289,6 +289,8 @@ impl SentinelCluster {
 pub struct FakeSentinel {
     port: u16,
     master_port: std::sync::Arc<std::sync::atomic::AtomicU16>,
+    /// `SENTINEL MASTER`'s flags say the master is down (`s_down`).
+    master_down: std::sync::Arc<std::sync::atomic::AtomicBool>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     acceptor: Option<thread::JoinHandle<()>>,
 }
@@ -302,15 +304,16 @@ impl FakeSentinel {
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
         let master = Arc::new(AtomicU16::new(master_port));
+        let down = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
-        let (m, s) = (master.clone(), stop.clone());
+        let (m, d, s) = (master.clone(), down.clone(), stop.clone());
         let acceptor = thread::spawn(move || {
             let mut workers = Vec::new();
             while !s.load(std::sync::atomic::Ordering::SeqCst) {
                 match listener.accept() {
                     Ok((stream, _)) => {
-                        let (m, s) = (m.clone(), s.clone());
-                        workers.push(thread::spawn(move || serve(stream, &m, &s)));
+                        let (m, d, s) = (m.clone(), d.clone(), s.clone());
+                        workers.push(thread::spawn(move || serve(stream, &m, &d, &s)));
                     }
                     Err(_) => thread::sleep(Duration::from_millis(5)),
                 }
@@ -322,6 +325,7 @@ impl FakeSentinel {
         FakeSentinel {
             port,
             master_port: master,
+            master_down: down,
             stop,
             acceptor: Some(acceptor),
         }
@@ -330,6 +334,12 @@ impl FakeSentinel {
     /// The port it listens on.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// From now on, reports the master as subjectively down (`s_down`).
+    pub fn report_master_down(&self, down: bool) {
+        self.master_down
+            .store(down, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Names `127.0.0.1:port` from now on.
@@ -356,6 +366,7 @@ fn bulk(s: &str) -> String {
 fn serve(
     stream: TcpStream,
     master: &std::sync::atomic::AtomicU16,
+    down: &std::sync::atomic::AtomicBool,
     stop: &std::sync::atomic::AtomicBool,
 ) {
     use std::io::{BufRead, BufReader, Write};
@@ -412,7 +423,11 @@ fn serve(
                     bulk("port"),
                     bulk(&port),
                     bulk("flags"),
-                    bulk("master")
+                    bulk(if down.load(std::sync::atomic::Ordering::SeqCst) {
+                        "master,s_down"
+                    } else {
+                        "master"
+                    })
                 )
             }
             ["SENTINEL", ..] => "*0\r\n".to_string(),
