@@ -276,12 +276,9 @@ fn run_failover(
     while Instant::now() < warm {
         client.set("probe", "warm").unwrap();
     }
-    let fault_at = t0.elapsed();
-    fault(cluster);
-    let mut faults = vec![Note::new(fault_at, "fault", "master moved")];
-
     // The sentinels' view, polled on persistent connections every 2 ms on
-    // a thread of its own; the client's switch is its event.
+    // a thread of its own (from before the fault: `fault` may wait for the
+    // failover to take); the client's switch is its event.
     let new_port = cluster.nodes[1].port();
     let ports: Vec<u16> = cluster
         .sentinels
@@ -290,6 +287,9 @@ fn run_failover(
         .map(|s| s.port())
         .collect();
     let poller = thread::spawn(move || poll_sentinels(&ports, new_port, t0));
+    let fault_at = t0.elapsed();
+    fault(cluster);
+    let mut faults = vec![Note::new(fault_at, "fault", "master moved")];
     // Sentinels in TILT (their timer stalled for 2 s on a loaded machine)
     // do nothing for 30 s: allow for one.
     let deadline = Instant::now() + SWITCH_DEADLINE;
@@ -395,45 +395,20 @@ fn report(name: &str, run: &Run) {
 
 /// Checks a run: the history holds, no READONLY after the switch, and
 /// (without the fallback) no error for a call invoked after the switch.
-fn verify(name: &str, client: &Client, run: &Run, fallback: bool, lost_writes_tolerated: bool) {
+fn verify(name: &str, client: &Client, run: &Run, fallback: bool) {
     let (switched_at, _, _) = run
         .switch
         .clone()
         .unwrap_or_else(|| panic!("{name}: no MasterSwitched event"));
     let violations = history::check(&run.history, &rules(client, fallback), &[]);
-    let stale: Vec<_> = violations
-        .iter()
-        .filter(|v| v.kind == history::ViolationKind::StaleRead)
-        .collect();
-    let others: Vec<_> = violations
-        .iter()
-        .filter(|v| {
-            v.kind != history::ViolationKind::StaleRead
-                && !(lost_writes_tolerated && is_counter(v.kind))
-        })
-        .collect();
     if !violations.is_empty() {
         println!("{name}: {}", history::summary(&run.history, &violations));
         println!("{}", history::examples(&run.history, &violations, 5));
     }
-    if lost_writes_tolerated {
-        // SIGKILL loses what the replica had not received yet: reads of
-        // those keys after the switch may see the value before. Only a
-        // stale read of a write acknowledged well before the kill (1 s:
-        // replication on loopback lags by far less) is the client's fault.
-        let own_fault: Vec<_> = stale
-            .iter()
-            .filter(|v| !lost_in_the_kill(&run.history, v, run.fault_at))
-            .collect();
-        assert!(own_fault.is_empty(), "{name}: {own_fault:?}");
-        println!(
-            "{name}: {} stale reads of writes lost with the killed master (async replication)",
-            stale.len()
-        );
-    } else {
-        assert!(stale.is_empty(), "{name}: stale reads: {stale:?}");
-    }
-    assert!(others.is_empty(), "{name}: {others:?}");
+    // Strict also for a killed master: what it acknowledged and never
+    // replicated is deleted on the new master before it is read, so such a
+    // read misses; counters may restart (the switch is an epoch).
+    assert!(violations.is_empty(), "{name}: {violations:?}");
 
     let ops = &run.history.ops;
     let readonly: Vec<&Op> = ops
@@ -474,28 +449,6 @@ fn verify(name: &str, client: &Client, run: &Run, fallback: bool, lost_writes_to
     let total = ops.len();
     assert!(total > 100, "{name}: the load ran ({total} ops)");
     println!("{name}: {total} operations checked");
-}
-
-fn is_counter(kind: history::ViolationKind) -> bool {
-    matches!(
-        kind,
-        history::ViolationKind::CounterWentBack | history::ViolationKind::CounterSkipped
-    )
-}
-
-/// `true` when the stale read `v` read a value whose newer write was
-/// acknowledged less than 1 s before the kill (so it may have been lost
-/// with the master). The checker's detail names the newer write.
-fn lost_in_the_kill(history: &History, v: &history::Violation, kill: Duration) -> bool {
-    let Some((_, newer)) = v.detail.split_once("newer acknowledged:") else {
-        return false;
-    };
-    let newer = newer.trim();
-    history
-        .ops
-        .iter()
-        .filter(|o| o.to_string() == newer)
-        .any(|o| o.complete + Duration::from_secs(1) >= kill && o.invoke <= kill)
 }
 
 fn client_master_port(client: &Client) -> u16 {
@@ -592,7 +545,7 @@ fn graceful_failover_under_load() {
     let run = run_failover(&mut cluster, &client, &log, &|c| c.failover());
     let off_history = off_run.join().unwrap();
     report("graceful (fallback on)", &run);
-    verify("graceful (fallback on)", &client, &run, true, false);
+    verify("graceful (fallback on)", &client, &run, true);
     let off_run = Run {
         history: off_history,
         first: run.first,
@@ -601,7 +554,7 @@ fn graceful_failover_under_load() {
         switch: off_log.first_switch(),
         fault_at: run.fault_at,
     };
-    verify("graceful (fallback off)", &off, &off_run, false, false);
+    verify("graceful (fallback off)", &off, &off_run, false);
 }
 
 /// Load on `client` until its first master switch plus 1.5 s.
@@ -670,7 +623,7 @@ fn killed_master_under_load() {
     let run = run_failover(&mut cluster, &client, &log, &|c| c.nodes[0].stop());
     let off_history = off_run.join().unwrap();
     report("killed master (fallback on)", &run);
-    verify("killed master (fallback on)", &client, &run, true, true);
+    verify("killed master (fallback on)", &client, &run, true);
     let off_run = Run {
         history: off_history,
         first: run.first,
@@ -679,7 +632,7 @@ fn killed_master_under_load() {
         switch: off_log.first_switch(),
         fault_at: run.fault_at,
     };
-    verify("killed master (fallback off)", &off, &off_run, false, true);
+    verify("killed master (fallback off)", &off, &off_run, false);
 }
 
 #[test]

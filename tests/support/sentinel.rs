@@ -259,23 +259,37 @@ impl SentinelCluster {
             .all(|s| s.master_port() == Some(port))
     }
 
-    /// `SENTINEL FAILOVER` on the first running sentinel (retried while it
-    /// answers NOGOODSLAVE/INPROG for a moment after forming).
+    /// `SENTINEL FAILOVER` on the first running sentinel, until a running
+    /// sentinel names another master than `nodes[from]`: retried while it
+    /// answers NOGOODSLAVE/INPROG, and when a failover it accepted was
+    /// aborted (on a loaded machine the replica's INFO can be too old for
+    /// it to be a good candidate) with nothing after 10 s.
     pub fn failover(&self) {
+        let from = self.nodes[0].port();
+        let moved = |c: &SentinelCluster| {
+            c.sentinels
+                .iter()
+                .filter(|s| s.is_running())
+                .any(|s| s.master_port().is_some_and(|p| p != from))
+        };
         let deadline = Instant::now() + FORM_DEADLINE;
         loop {
+            assert!(Instant::now() < deadline, "SENTINEL FAILOVER never took");
             let s = self
                 .sentinels
                 .iter()
                 .find(|s| s.is_running())
                 .expect("a running sentinel");
-            match s.query(&["SENTINEL", "FAILOVER", SERVICE]) {
-                Ok(_) => return,
-                Err(e) if Instant::now() < deadline => {
-                    let _ = e;
-                    thread::sleep(POLL);
+            if s.query(&["SENTINEL", "FAILOVER", SERVICE]).is_err() {
+                thread::sleep(POLL);
+                continue;
+            }
+            let attempt = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < attempt {
+                if moved(self) {
+                    return;
                 }
-                Err(e) => panic!("SENTINEL FAILOVER: {e}"),
+                thread::sleep(POLL);
             }
         }
     }
