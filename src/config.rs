@@ -13,6 +13,7 @@ use std::time::Duration;
 mod bound;
 mod builder;
 mod env;
+pub(crate) mod sentinel;
 mod tls;
 mod url;
 
@@ -172,7 +173,12 @@ impl Default for Config {
 
 impl Config {
     /// A builder for a client of the Redis server at `url`
-    /// (`redis://[user[:password]@]host[:port][/db]`, or `rediss://` for TLS).
+    /// (`redis://[user[:password]@]host[:port][/db]`, or `rediss://` for TLS),
+    /// or of the master a set of Sentinels monitors
+    /// (`redis+sentinel://[[user]:password@]host1[:port1][,host2[:port2]...]/service_name[/db]`,
+    /// default port 26379; `rediss+sentinel://` for TLS to the sentinels and
+    /// the data nodes). The password in a sentinel URL is the data nodes';
+    /// the sentinels' own is [`ConfigBuilder::sentinel_password`].
     /// The URL is checked by [`ConfigBuilder::build`].
     pub fn builder(url: impl Into<String>) -> ConfigBuilder {
         ConfigBuilder::new(Some(url.into()))

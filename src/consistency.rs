@@ -112,6 +112,10 @@ struct KeyState {
     /// after it, so the endpoint is marked stale and the replay must not
     /// clear that.
     conflicts: u64,
+    /// Bumped by [`Consistency::mark_stale`] (the Redis behind an endpoint
+    /// changed and may have lost writes): an attempt or a reconciliation
+    /// that started before must not clear the mark.
+    marks: u64,
 }
 
 impl KeyState {
@@ -173,6 +177,8 @@ struct Seen {
     overlapped_replay: bool,
     /// The attempt's own `prepare` replays the memory value.
     replays: bool,
+    /// `KeyState::marks` seen.
+    marks: u64,
 }
 
 /// How the attempt ended, for [`Consistency::finish`].
@@ -191,6 +197,7 @@ struct Planned {
     memory_writes: u64,
     secondary_writes: u64,
     conflicts: u64,
+    marks: u64,
     /// A journaled (memory) key, rather than only a stale copy.
     journaled: bool,
     /// Replayed with `SET` (else deleted).
@@ -442,6 +449,7 @@ impl Consistency {
                     secondary_writes: entry.secondary_writes,
                     overlapped_replay,
                     replays,
+                    marks: entry.marks,
                 });
             }
         }
@@ -527,6 +535,7 @@ impl Consistency {
                 secondary_writes,
                 overlapped_replay,
                 replays,
+                marks,
             } = seen;
             let Some(key) = keys.get(i) else { continue };
             let mut shard = self.shards[self.shard_of(key)].lock();
@@ -538,13 +547,17 @@ impl Consistency {
             // or sent to the secondary since `begin` does.
             let unchanged = entry.memory_writes == memory_writes;
             let secondary_unchanged = entry.secondary_writes == secondary_writes;
+            // A mark made since `begin` says this endpoint's server may have
+            // changed under the attempt: its answer does not clear it.
+            let unmarked = entry.marks == marks;
             // Once acknowledged, the invalidation or the write leaves this
             // endpoint without an older value.
             let fresh = (ticket.prepare.is_some() && outcome.prepared) || write_done;
             if unchanged && fresh {
                 match role {
-                    Role::Primary if secondary_unchanged => entry.stale_primary = false,
+                    Role::Primary if secondary_unchanged && unmarked => entry.stale_primary = false,
                     Role::Primary => {}
+                    Role::Secondary if !unmarked => {}
                     Role::Secondary => {
                         entry.stale_secondary = false;
                         if access == Access::Read && secondary_unchanged {
@@ -656,6 +669,29 @@ impl Consistency {
         write(memory)
     }
 
+    /// The server behind `role` changed (a sentinel master switch) and may
+    /// not hold the newest acknowledged writes of `keys`: each is deleted
+    /// there before it serves the key again (by the next attempt on it, or
+    /// the background reconciler), and no attempt or reconciliation that
+    /// started before this clears that. Returns how many keys could not be
+    /// recorded because the journal is full.
+    pub(crate) fn mark_stale(&self, role: Role, keys: &[Arc<[u8]>]) -> usize {
+        let mut refused = 0usize;
+        for key in keys {
+            let mut shard = self.shards[self.shard_of(key)].lock();
+            let Some(entry) = self.insert(&mut shard, key) else {
+                refused += 1;
+                continue;
+            };
+            entry.marks += 1;
+            match role {
+                Role::Primary => entry.stale_primary = true,
+                Role::Secondary => entry.stale_secondary = true,
+            }
+        }
+        refused
+    }
+
     /// An acknowledged write whose keys the client cannot tell went to the
     /// primary: it may have overwritten any journaled key, so every
     /// journaled memory value is dropped (reads miss until reconciled).
@@ -735,6 +771,7 @@ impl Consistency {
                     memory_writes: entry.memory_writes,
                     secondary_writes: entry.secondary_writes,
                     conflicts: entry.conflicts,
+                    marks: entry.marks,
                     journaled,
                     replayed,
                 });
@@ -779,6 +816,7 @@ impl Consistency {
             if entry.memory_writes != p.memory_writes
                 || entry.secondary_writes != p.secondary_writes
                 || entry.conflicts != p.conflicts
+                || entry.marks != p.marks
             {
                 self.remove_if_clear(&mut shard, &p.key);
                 continue;

@@ -62,6 +62,23 @@ pub enum Event {
         /// How long before the primary is probed again.
         cooldown: Duration,
     },
+    /// The sentinels named a new master for a `redis+sentinel://` endpoint
+    /// and calls now go to it: connections to the old master are retired
+    /// and its breaker's verdict dropped.
+    MasterSwitched {
+        /// `"primary"` or `"secondary"`: which configured endpoint.
+        endpoint: &'static str,
+        /// `host:port` of the old master.
+        from: String,
+        /// `host:port` of the new master.
+        to: String,
+        /// `host:port` of the sentinel that named it.
+        sentinel: String,
+        /// How long the switch took as this client saw it: from its first
+        /// failed connect or `READONLY` reply from the old master to the
+        /// switch; zero when a `+switch-master` announcement came first.
+        took: Duration,
+    },
     /// The primary answered enough probes and calls moved back to it.
     FailoverRestored {
         /// How long the secondary served.

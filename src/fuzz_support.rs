@@ -9,8 +9,17 @@ use crate::{Config, ErrorKind};
 /// The password embedded in a URL-looking string, if any: what must never
 /// appear in a message.
 fn password_in(raw: &str) -> Option<String> {
-    let url = url::Url::parse(raw.trim()).ok()?;
-    let pw = url.password()?.to_string();
+    let raw = raw.trim();
+    let pw = if raw.to_ascii_lowercase().contains("+sentinel://") {
+        // `url` cannot parse a host list: user info is what comes before
+        // the last '@' of the part before the first '/'.
+        let (_, rest) = raw.split_once("://")?;
+        let authority = rest.split(['/', '?', '#']).next()?;
+        let (userinfo, _) = authority.rsplit_once('@')?;
+        userinfo.split_once(':')?.1.to_string()
+    } else {
+        url::Url::parse(raw).ok()?.password()?.to_string()
+    };
     // Short passwords collide with ordinary text ("1", "a"): only check
     // ones that are unmistakable.
     (pw.len() >= 6).then_some(pw)
@@ -40,9 +49,16 @@ pub fn check_config_case(url: &str, env: &[(u8, String)], names: &[&str]) {
         .map(|(i, v)| (names[*i as usize % names.len()], v.as_str()))
         .collect();
     secrets.extend(pairs.iter().filter_map(|(_, v)| password_in(v)));
+    // The sentinels' password is a secret as a whole.
+    secrets.extend(
+        pairs
+            .iter()
+            .filter(|(n, v)| *n == "REDIS_SENTINEL_PASSWORD" && v.trim().len() >= 6)
+            .map(|(_, v)| v.to_string()),
+    );
     let echoed: Vec<&str> = pairs
         .iter()
-        .filter(|(n, _)| !n.ends_with("URL"))
+        .filter(|(n, _)| !n.ends_with("URL") && *n != "REDIS_SENTINEL_PASSWORD")
         .map(|(_, v)| *v)
         .collect();
 

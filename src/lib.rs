@@ -54,8 +54,11 @@
 //! The crate logs through [`log`] and never configures a logger.
 //!
 //! - WARN: a breaker opened, failover engaged, the in-memory fallback engaged,
-//!   a configuration that weakens security (TLS verification off).
-//! - INFO: recovery (breaker closed, primary restored, fallback released).
+//!   a configuration that weakens security (TLS verification off), more keys
+//!   written to an old sentinel master just before a switch than could be
+//!   noted for invalidation (`fallback_max_entries`).
+//! - INFO: recovery (breaker closed, primary restored, fallback released), a
+//!   sentinel master switch (one line, with how long it took).
 //! - DEBUG: retries, connections created and closed with their reason.
 //! - TRACE: per-command detail.
 //!
@@ -96,6 +99,7 @@ mod retry;
 mod router;
 mod stats;
 mod tls;
+mod topology;
 
 #[cfg(test)]
 mod test_log;

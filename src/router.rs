@@ -23,6 +23,7 @@ use crate::config::{Config, Endpoint};
 use crate::error::{Error, ErrorClass, ErrorKind, RateLimit};
 use crate::events::FailoverReason;
 use crate::pool::{Pool, PoolListener, PooledConnection};
+use crate::topology::{SentinelTopology, TopologyListener, Watcher};
 
 /// Which configured server an endpoint is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +53,13 @@ pub(crate) struct RedisEndpoint {
     /// The last attempt failed in a way that says this endpoint cannot
     /// serve (I/O, timeout, TLS, auth); cleared by the next success.
     failing: AtomicBool,
+    /// The sentinel topology's generation this endpoint's breaker last
+    /// saw: a newer one means a new master, and the breaker's verdict
+    /// about the old one no longer applies.
+    seen_generation: AtomicU64,
+    /// Follows `+switch-master` (sentinel endpoints only); dropped with
+    /// the endpoint, which stops and joins its thread.
+    _watcher: Option<Watcher>,
 }
 
 impl RedisEndpoint {
@@ -62,6 +70,7 @@ impl RedisEndpoint {
         clock: &SharedClock,
         breaker_listener: Arc<dyn BreakerListener>,
         pool_listener: Arc<dyn PoolListener>,
+        topology_listener: Arc<dyn TopologyListener>,
     ) -> RedisEndpoint {
         let breaker = CircuitBreaker::new(BreakerConfig::from(config), clock.clone())
             .with_name(format!("{} {}", role.as_str(), endpoint.redacted))
@@ -69,6 +78,10 @@ impl RedisEndpoint {
             .with_listener(breaker_listener);
         let pool = Pool::for_endpoint(endpoint.clone(), config, clock.clone());
         pool.set_listener(pool_listener);
+        let watcher = pool.topology().sentinel().map(|s| {
+            s.set_listener(topology_listener);
+            Watcher::start(s)
+        });
         RedisEndpoint {
             role,
             breaker,
@@ -77,6 +90,32 @@ impl RedisEndpoint {
             counts: EndpointCounts::default(),
             last_error: Mutex::new(None),
             failing: AtomicBool::new(false),
+            seen_generation: AtomicU64::new(0),
+            _watcher: watcher,
+        }
+    }
+
+    /// The sentinel topology, for a `redis+sentinel://` endpoint.
+    pub(crate) fn sentinel(&self) -> Option<&Arc<SentinelTopology>> {
+        self.pool.topology().sentinel()
+    }
+
+    /// After a master switch, the breaker's verdict was about the old
+    /// master: an open breaker is closed so calls reach the new one at
+    /// once (a forced-open one stays: that is an operator's decision).
+    fn follow_master(&self) {
+        let Some(s) = self.sentinel() else {
+            return;
+        };
+        let generation = s.generation();
+        if self.seen_generation.swap(generation, Ordering::AcqRel) != generation
+            && matches!(
+                self.breaker.state(),
+                BreakerState::Open | BreakerState::HalfOpen
+            )
+        {
+            self.breaker.reset();
+            self.failing.store(false, Ordering::Relaxed);
         }
     }
 
@@ -108,7 +147,17 @@ impl RedisEndpoint {
         deadline: Option<Instant>,
         f: &mut dyn FnMut(&mut PooledConnection, Role) -> Result<T, Error>,
     ) -> Result<T, Error> {
+        self.follow_master();
         let permit = self.breaker.try_acquire().map_err(Error::from)?;
+        if let Some(s) = self.sentinel().filter(|s| s.doubtful()) {
+            // A READONLY or a failed connect put the master in doubt: ask
+            // the sentinels before lending a connection that may go to the
+            // old one (at most one caller asks; the others go on).
+            // Within one connect timeout (counted in `Config::call_bound`).
+            let limit = crate::clock::saturating_add(s.now(), s.connect_timeout);
+            let _ = s.refresh(deadline.map_or(limit, |d| d.min(limit)), true);
+            self.follow_master();
+        }
         // The call deadline shortens the checkout and caps the socket
         // timeouts of this attempt, so it bounds the I/O too.
         let mut conn = match self.pool.get_for_call(deadline) {
@@ -123,6 +172,19 @@ impl RedisEndpoint {
                 return Err(e);
             }
         };
+        if !conn.is_current() {
+            // The master moved between the checkout and now: nothing is
+            // sent to the old one, and the retry goes to the new one.
+            conn.mark_broken();
+            permit.ignore();
+            return Err(Error::new(
+                ErrorKind::Connection,
+                ErrorClass::Transient,
+                format!("not sent to {}: the master moved", self.url()),
+            )
+            .with_counts_against_breaker(false)
+            .with_may_have_executed(false));
+        }
         self.attempts.fetch_add(1, Ordering::Relaxed);
         match f(&mut conn, self.role) {
             Ok(value) => {
@@ -277,6 +339,14 @@ impl Router {
     pub(crate) fn active(&self) -> &RedisEndpoint {
         match (&self.secondary, self.failover_active()) {
             (Some(secondary), true) => secondary,
+            _ => &self.primary,
+        }
+    }
+
+    /// The endpoint of `role` (the primary when there is no secondary).
+    pub(crate) fn endpoint(&self, role: Role) -> &RedisEndpoint {
+        match (role, &self.secondary) {
+            (Role::Secondary, Some(s)) => s,
             _ => &self.primary,
         }
     }

@@ -127,6 +127,16 @@ pub struct EndpointStats {
     pub commands_failed: u64,
     /// Rate-limit or quota replies from this endpoint.
     pub rate_limit_replies: u64,
+    /// For a `redis+sentinel://` endpoint, `host:port` of the current
+    /// master (`None` until discovered, and for other URLs).
+    pub master: Option<String>,
+    /// For a `redis+sentinel://` endpoint, `host:port` of the sentinel
+    /// that named it.
+    pub sentinel: Option<String>,
+    /// Times the sentinels named a new master.
+    pub master_switches: u64,
+    /// Connections closed because they went to an old master.
+    pub connections_retired: u64,
 }
 
 impl EndpointStats {

@@ -51,6 +51,12 @@ pub struct EndpointHealth {
     pub pool: PoolState,
     /// The last error seen on it (never holds a secret).
     pub last_error: Option<String>,
+    /// For a `redis+sentinel://` endpoint, `host:port` of the master the
+    /// sentinels name now (`None` until discovered, and for other URLs).
+    pub master: Option<String>,
+    /// For a `redis+sentinel://` endpoint, `host:port` of the sentinel
+    /// that named it.
+    pub sentinel: Option<String>,
 }
 
 /// What [`Client::health`](crate::Client::health) reports.
@@ -85,6 +91,12 @@ impl fmt::Display for Health {
         }
         for e in &self.endpoints {
             write!(f, "; {} {} circuit {}", e.role, e.url, e.circuit)?;
+            if let Some(master) = &e.master {
+                write!(f, " master {master}")?;
+            }
+            if let Some(sentinel) = &e.sentinel {
+                write!(f, " (via sentinel {sentinel})")?;
+            }
             if let Some(err) = &e.last_error {
                 write!(f, " (last error: {err})")?;
             }

@@ -24,6 +24,7 @@ use crate::retry::{Retrier, RetryObserver};
 use crate::router::prober::Prober;
 use crate::router::{Role, Router, Switch};
 use crate::stats::{CallEndpoint, CallOutcome, Counters};
+use crate::topology::{MasterSwitch, TopologyListener};
 
 /// Keys per reconciliation pipeline.
 pub(crate) const RECONCILE_CHUNK: usize = 256;
@@ -90,6 +91,34 @@ impl PoolListener for Bridge {
                 reason: reason.as_str(),
             });
         }
+    }
+}
+
+impl TopologyListener for Bridge {
+    fn master_switched(&self, switch: &MasterSwitch) {
+        // One INFO line per switch (addresses only, never a secret).
+        log::info!(
+            "the {} redis master moved from {} to {} (named by sentinel {}; {} ms after the first trouble this client saw; {} keys written there lately are invalidated on the new master)",
+            self.role.as_str(),
+            switch.from,
+            switch.to,
+            switch.sentinel,
+            switch.took.as_millis(),
+            switch.distrusted
+        );
+        if switch.untracked {
+            log::warn!(
+                "more keys were written to the old {} redis master just before the switch than could be noted: reads of some may return values older than those writes",
+                self.role.as_str()
+            );
+        }
+        self.listeners.emit(Event::MasterSwitched {
+            endpoint: self.role.as_str(),
+            from: switch.from.clone(),
+            to: switch.to.clone(),
+            sentinel: switch.sentinel.clone(),
+            took: switch.took,
+        });
     }
 }
 
@@ -240,6 +269,16 @@ impl Inner {
     ) -> Result<T, Error> {
         let memory = self.memory.as_ref();
         self.redis(idempotent, |conn, role| {
+            let sentinel = self
+                .router
+                .as_ref()
+                .and_then(|r| r.endpoint(role).sentinel());
+            if let Some(s) = sentinel.filter(|s| s.has_distrusted()) {
+                // The master changed and may not hold the newest writes of
+                // these keys: they are deleted there before anything else
+                // is sent to it (other attempts wait for this one).
+                s.drain_distrusted(|keys| self.distrust(conn, role, keys));
+            }
             let epoch = self.router.as_ref().map_or(0, Router::epoch);
             let ticket = self.consistency.begin(keys, role, epoch, access, memory)?;
             if let Some(prepare) = ticket.prepare() {
@@ -256,6 +295,11 @@ impl Inner {
                 }
             }
             let result = redis_op(conn).map_err(Error::from_redis);
+            if let (Some(s), Ok(_), false) = (sentinel, &result, access == Access::Read) {
+                // Before the caller sees the acknowledgement (see
+                // `topology::recent`).
+                s.acknowledged(conn.generation(), keys);
+            }
             let outcome = Outcome {
                 prepared: true,
                 done: result.is_ok(),
@@ -265,6 +309,35 @@ impl Inner {
             result
         })
         .map(|(value, _)| value)
+    }
+
+    /// Deletes `keys` on the new master behind `role` through `conn` (the
+    /// first attempt there after a switch); when that fails, marks them
+    /// stale instead, so each is deleted before it is served.
+    fn distrust(&self, conn: &mut PooledConnection, role: Role, keys: &[Arc<[u8]>]) {
+        let mut pipe = redis::pipe();
+        for chunk in keys.chunks(RECONCILE_CHUNK) {
+            let del = pipe.cmd("DEL");
+            for key in chunk {
+                del.arg(&key[..]);
+            }
+            del.ignore();
+        }
+        if let Err(e) = pipe.query::<()>(conn) {
+            log::debug!(
+                "invalidating {} keys on the new {} redis master failed ({}); they are deleted before each is served",
+                keys.len(),
+                role.as_str(),
+                Error::from_redis(e)
+            );
+            let refused = self.consistency.mark_stale(role, keys);
+            if refused > 0 {
+                log::warn!(
+                    "{refused} keys written to the old {} redis master could not be recorded for invalidation (the journal is full): reads of them may return older values",
+                    role.as_str()
+                );
+            }
+        }
     }
 
     /// A command or pipeline through `execute`/`pipeline`: tracked by the

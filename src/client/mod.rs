@@ -137,7 +137,15 @@ impl ClientBuilder {
                 role,
                 listeners: listeners.clone(),
             });
-            RedisEndpoint::new(role, e, &config, &clock, bridge.clone(), bridge)
+            RedisEndpoint::new(
+                role,
+                e,
+                &config,
+                &clock,
+                bridge.clone(),
+                bridge.clone(),
+                bridge,
+            )
         };
         let router = config.primary.as_ref().map(|primary| {
             let secondary = config
@@ -376,6 +384,8 @@ impl Client {
                 circuit: e.breaker.state(),
                 pool: e.pool.state(),
                 last_error: e.last_error(),
+                master: e.sentinel().and_then(|s| s.master()),
+                sentinel: e.sentinel().and_then(|s| s.sentinel_in_use()),
             })
             .collect();
         let active = router.active();
@@ -441,6 +451,10 @@ impl Client {
                         commands_succeeded: e.counts.succeeded.load(Relaxed),
                         commands_failed: e.counts.failed.load(Relaxed),
                         rate_limit_replies: e.counts.rate_limited.load(Relaxed),
+                        master: e.sentinel().and_then(|s| s.master()),
+                        sentinel: e.sentinel().and_then(|s| s.sentinel_in_use()),
+                        master_switches: e.sentinel().map_or(0, |s| s.switches()),
+                        connections_retired: ps.closed_retired,
                     }
                 })
                 .collect();

@@ -40,6 +40,13 @@ impl Config {
     /// - a [`PoolTimeout`](crate::ErrorKind::PoolTimeout) is not retried,
     ///   but an attempt that waited nearly a checkout timeout and then timed
     ///   out on the socket is, so both terms count per attempt;
+    /// - for a `redis+sentinel://` endpoint, an attempt after a `READONLY`
+    ///   or a failed connect first asks the sentinels where the master is,
+    ///   within one `connect_timeout` more, and the first attempts after a
+    ///   master switch wait for the deletion on the new master of the keys
+    ///   it may lack, one `socket_timeout` more (both counted in that
+    ///   endpoint's overrun, so also with `call_timeout`); a dial's
+    ///   discovery shares the dial's time;
     /// - the backoff sleeps are at most their caps
     ///   ([`RetryPolicy::max_total_backoff`]).
     ///
@@ -85,9 +92,20 @@ impl Config {
         let mut attempt = Duration::ZERO;
         let mut overrun = Duration::ZERO;
         for endpoint in self.primary.iter().chain(self.secondary.iter()) {
-            let late = self
+            let mut late = self
                 .tls_dial_overrun(endpoint)
                 .saturating_add(ATTEMPT_OVERHEAD);
+            if endpoint.sentinel.is_some() {
+                // After a READONLY or a failed connect, an attempt asks the
+                // sentinels where the master is first, within one connect
+                // timeout (plus a TLS handshake wait, as for a dial); after
+                // a switch, the first attempts on the new master wait for
+                // the deletion of what it may lack (one socket wait).
+                late = late
+                    .saturating_add(self.connect_timeout)
+                    .saturating_add(self.tls_dial_overrun(endpoint))
+                    .saturating_add(self.socket_timeout);
+            }
             attempt = attempt.saturating_add(
                 self.checkout_timeout
                     .saturating_add(self.socket_timeout)

@@ -13,6 +13,8 @@ pub struct ConfigBuilder {
     url: Option<String>,
     fallback_url: Option<String>,
     fallback_enabled: Option<bool>,
+    /// The sentinels' password (never shown).
+    sentinel_password: Option<String>,
     /// The values set so far (the env loader reads them back).
     pub(super) config: Config,
 }
@@ -23,6 +25,7 @@ impl ConfigBuilder {
             url,
             fallback_url: None,
             fallback_enabled: None,
+            sentinel_password: None,
             config: Config::default(),
         }
     }
@@ -148,6 +151,14 @@ impl ConfigBuilder {
         self
     }
 
+    /// The password of the sentinels (`requirepass` in sentinel.conf), for
+    /// `redis+sentinel://` URLs; the password in the URL is the data
+    /// nodes'. Never shown in `Debug`, errors or logs. Defaults to none.
+    pub fn sentinel_password(mut self, password: impl Into<String>) -> Self {
+        self.sentinel_password = Some(password.into());
+        self
+    }
+
     /// A secondary Redis to fail over to. Defaults to none.
     pub fn fallback_url(mut self, url: impl Into<String>) -> Self {
         self.fallback_url = Some(url.into());
@@ -252,6 +263,11 @@ impl ConfigBuilder {
             }
             (None, false) => None,
         };
+        super::sentinel::apply_password(
+            labels,
+            self.sentinel_password.as_deref(),
+            [c.primary.as_mut(), c.secondary.as_mut()],
+        )?;
         crate::tls::apply(&c.tls, labels, c.primary.as_mut(), c.secondary.as_mut())?;
         if c.secondary.is_some() && c.primary.is_none() {
             return Err(Error::config(format!(
@@ -405,6 +421,7 @@ pub(crate) struct Labels {
     pub tls_ca_file: &'static str,
     pub tls_cert_file: &'static str,
     pub tls_key_file: &'static str,
+    pub sentinel_password: &'static str,
 }
 
 impl Labels {
@@ -441,6 +458,7 @@ impl Labels {
         tls_ca_file: "tls_ca_file",
         tls_cert_file: "tls_client_cert",
         tls_key_file: "tls_client_key",
+        sentinel_password: "sentinel_password",
     };
 }
 
@@ -495,6 +513,10 @@ impl fmt::Debug for ConfigBuilder {
                 &self.fallback_url.as_ref().map(|_| "<set, not shown>"),
             )
             .field("fallback_enabled", &self.fallback_enabled)
+            .field(
+                "sentinel_password",
+                &self.sentinel_password.as_ref().map(|_| "***"),
+            )
             .finish_non_exhaustive()
     }
 }

@@ -10,9 +10,16 @@ use crate::error::Error;
 /// Every variable `from_env` reads, with its unit, default and meaning.
 /// Kept as one table so the docs, the loader and the tests agree.
 pub(crate) const VARIABLES: &[(&str, &str)] = &[
-    ("REDIS_URL", "redis:// or rediss:// URL; unset: memory only"),
+    (
+        "REDIS_URL",
+        "redis://, rediss:// or redis+sentinel:// URL; unset: memory only",
+    ),
     ("REDIS__URL", "alias of REDIS_URL"),
     ("REDIS_FALLBACK_URL", "secondary Redis for failover"),
+    (
+        "REDIS_SENTINEL_PASSWORD",
+        "password of the sentinels of a redis+sentinel:// URL",
+    ),
     (
         "REDIS_FALLBACK_ENABLED",
         "true/false; default true when REDIS_FALLBACK_URL is set; true without it: redis://localhost:6379/0",
@@ -123,6 +130,7 @@ const ENV_LABELS: Labels = Labels {
     tls_ca_file: "REDIS_TLS_CA_FILE",
     tls_cert_file: "REDIS_TLS_CERT_FILE",
     tls_key_file: "REDIS_TLS_KEY_FILE",
+    sentinel_password: "REDIS_SENTINEL_PASSWORD",
 };
 
 impl Config {
@@ -130,8 +138,9 @@ impl Config {
     ///
     /// | variable | meaning |
     /// |---|---|
-    /// | `REDIS_URL` (alias `REDIS__URL`) | `redis://` or `rediss://` URL; unset: memory only |
-    /// | `REDIS_FALLBACK_URL` | secondary Redis for failover |
+    /// | `REDIS_URL` (alias `REDIS__URL`) | `redis://`, `rediss://` or `redis+sentinel://` URL; unset: memory only |
+    /// | `REDIS_FALLBACK_URL` | secondary Redis for failover (any of those forms) |
+    /// | `REDIS_SENTINEL_PASSWORD` | the sentinels' password, for `redis+sentinel://` URLs |
     /// | `REDIS_FALLBACK_ENABLED` | `true`/`false`; default `true` when `REDIS_FALLBACK_URL` is set; `true` without it: the local `redis://localhost:6379/0` (logged at INFO) |
     /// | `CACHE_SOCKET_CONNECT_TIMEOUT_MS` | ms; default 2000 |
     /// | `CACHE_SOCKET_TIMEOUT_MS` | ms; default 2000 |
@@ -264,6 +273,10 @@ impl Config {
         }
         if let Some(enabled) = fallback_enabled {
             b = b.fallback_enabled(enabled);
+        }
+        if let Some(pw) = lookup(l.sentinel_password).filter(|v| !v.is_empty()) {
+            // Not trimmed: a password may end in a space.
+            b = b.sentinel_password(pw);
         }
 
         let ms = |name: &str| -> Result<Option<Duration>, Error> {

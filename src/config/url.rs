@@ -27,15 +27,21 @@ pub(crate) struct Endpoint {
     pub(crate) tls: bool,
     /// The URL carried the `#insecure` fragment.
     pub(crate) insecure_fragment: bool,
+    /// `redis+sentinel://`: the sentinels to ask for the master; `info`
+    /// then holds the data nodes' settings (see `topology`).
+    pub(crate) sentinel: Option<super::sentinel::SentinelSpec>,
 }
 
 impl Endpoint {
     /// Parses `raw`; `label` (a field or variable name) starts every error message.
     pub(crate) fn parse(label: &str, raw: &str) -> Result<Endpoint, Error> {
         let raw = raw.trim();
-        let expected = "expected redis://[user[:password]@]host[:port][/db] or rediss://...";
+        let expected = "expected redis://[user[:password]@]host[:port][/db], rediss://... or redis+sentinel://host[:port][,host[:port]...]/service_name[/db]";
         if raw.is_empty() {
             return Err(Error::config(format!("{label}: empty URL; {expected}")));
+        }
+        if super::sentinel::is_sentinel_url(raw) {
+            return super::sentinel::parse(label, raw);
         }
         if raw.chars().any(|c| c.is_control() || c == ' ') {
             return Err(Error::config(format!(
@@ -157,6 +163,7 @@ impl Endpoint {
             redacted,
             tls,
             insecure_fragment,
+            sentinel: None,
         })
     }
 }
@@ -186,7 +193,7 @@ fn decode(label: &str, what: &str, raw: &str) -> Result<Option<String>, Error> {
 }
 
 /// `%XX` decoding; a `%` not followed by two hex digits stays as it is.
-fn percent_decode(input: &[u8]) -> Vec<u8> {
+pub(crate) fn percent_decode(input: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len());
     let mut i = 0;
     while i < input.len() {

@@ -3,20 +3,26 @@
 //!
 //! TLS needs nothing here: its parameters travel inside the endpoint's
 //! `ConnectionInfo`, which is passed through untouched (apart from the TCP
-//! settings).
+//! settings). The address comes from the endpoint's [`Topology`] at each
+//! dial: the URL's, or the master the sentinels name now.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use redis::io::tcp::{socket2::TcpKeepalive, TcpSettings};
 use redis::{Client, Connection, ConnectionInfo, ConnectionLike};
 
 use super::core::Manage;
+use crate::clock::SharedClock;
 use crate::config::{Config, Endpoint};
 use crate::error::Error;
+use crate::topology::{SentinelTopology, Topology};
 
 /// Connects to one endpoint and checks its connections.
 pub(crate) struct RedisManager {
-    pub(crate) info: ConnectionInfo,
+    /// Where each dial goes.
+    pub(crate) topology: Topology,
+    clock: SharedClock,
     redacted: String,
     /// `rediss://`: a reset while connecting is a TLS handshake failure.
     tls: bool,
@@ -49,22 +55,40 @@ pub(crate) fn tcp_settings(config: &Config) -> TcpSettings {
 }
 
 impl RedisManager {
-    pub(crate) fn new(endpoint: &Endpoint, config: &Config) -> RedisManager {
+    pub(crate) fn new(endpoint: &Endpoint, config: &Config, clock: SharedClock) -> RedisManager {
+        let info = endpoint.info.clone().set_tcp_settings(tcp_settings(config));
+        let topology = match &endpoint.sentinel {
+            None => Topology::Standalone(Box::new(info)),
+            Some(spec) => Topology::Sentinel(Arc::new(SentinelTopology::new(
+                spec,
+                info,
+                config.connect_timeout,
+                config.socket_timeout,
+                &endpoint.redacted,
+                clock.clone(),
+                config.fallback_max_entries,
+            ))),
+        };
         RedisManager {
-            info: endpoint.info.clone().set_tcp_settings(tcp_settings(config)),
+            topology,
+            clock,
             redacted: endpoint.redacted.clone(),
             tls: endpoint.tls,
             socket_timeout: config.socket_timeout,
         }
     }
 
-    fn connect_inner(&self, timeout: Duration) -> redis::RedisResult<Connection> {
+    fn connect_inner(
+        &self,
+        info: ConnectionInfo,
+        timeout: Duration,
+    ) -> redis::RedisResult<Connection> {
         // redis-rs waits up to its timeout for *each* reply of the handshake
         // pipeline (it keeps reading after a timed-out reply), so a silent
         // server would hold us for a multiple of it: share it out instead.
-        let per_reply = (timeout / handshake_replies(&self.info)).max(Duration::from_millis(1));
+        let per_reply = (timeout / handshake_replies(&info)).max(Duration::from_millis(1));
         // `Client::open` on a ConnectionInfo does no I/O.
-        let conn = Client::open(self.info.clone())?.get_connection_with_timeout(per_reply)?;
+        let conn = Client::open(info)?.get_connection_with_timeout(per_reply)?;
         // redis-rs clears the socket timeouts after its handshake: without
         // these a blackholed server would block a command forever.
         conn.set_read_timeout(Some(self.socket_timeout))?;
@@ -94,12 +118,29 @@ impl Manage for RedisManager {
     type Conn = Connection;
 
     fn connect(&self, timeout: Duration) -> Result<Connection, Error> {
-        self.connect_inner(timeout).map_err(|e| {
+        let start = self.clock.now();
+        let deadline: Instant = crate::clock::saturating_add(start, timeout);
+        // Discovery (sentinel) shares the dial's time.
+        let info = self.topology.connection_info(deadline)?;
+        let left = deadline
+            .saturating_duration_since(self.clock.now())
+            .max(Duration::from_millis(1));
+        let result = self.connect_inner(info, left).map_err(|e| {
             crate::tls::connect_error(e, self.tls)
                 .context(format_args!("connecting to {}", self.redacted))
                 // Nothing of the caller's command was sent.
                 .with_may_have_executed(false)
-        })
+        });
+        match &result {
+            Ok(_) => self.topology.note_connected(),
+            // The master may have moved: ask the sentinels at once.
+            Err(_) => self.topology.note_trouble(),
+        }
+        result
+    }
+
+    fn generation(&self) -> u64 {
+        self.topology.generation()
     }
 
     fn ping(&self, conn: &mut Connection, timeout: Duration) -> bool {
@@ -136,4 +177,18 @@ pub(crate) fn breaks_connection(err: &redis::RedisError) -> bool {
         err.kind(),
         K::Server(_) | K::Extension | K::UnexpectedReturnType
     )
+}
+
+/// `true` for a `READONLY` error reply as redis-rs hands it over before
+/// `query` turns it into an error: a `Value::ServerError`.
+pub(crate) fn is_readonly_reply(value: &redis::Value) -> bool {
+    matches!(value, redis::Value::ServerError(e) if e.code() == "READONLY")
+}
+
+/// `true` for a `READONLY` error reply: the server is a replica now.
+pub(crate) fn is_readonly(err: &redis::RedisError) -> bool {
+    matches!(
+        err.kind(),
+        redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
+    ) || err.code() == Some("READONLY")
 }

@@ -42,6 +42,12 @@ pub(crate) trait Manage: Send + Sync + 'static {
     fn ping(&self, conn: &mut Self::Conn, timeout: Duration) -> bool;
     /// `true` when the connection already knows it is unusable (closed).
     fn is_broken(&self, conn: &Self::Conn) -> bool;
+    /// Connections made in an older generation go to a server that is no
+    /// longer the endpoint's (a sentinel master switch): retired, never
+    /// lent again.
+    fn generation(&self) -> u64 {
+        0
+    }
 }
 
 /// The limits and timers the pool runs with, taken from a [`Config`].
@@ -80,6 +86,8 @@ impl Settings {
 pub(crate) struct Entry<C> {
     pub(crate) conn: C,
     pub(crate) id: u64,
+    /// The manager's generation when it was dialled.
+    pub(crate) generation: u64,
     last_used: Instant,
     /// Creation time plus the (jittered) max lifetime.
     expires: Option<Instant>,
@@ -130,6 +138,7 @@ struct Counters {
     closed_idle: AtomicU64,
     closed_lifetime: AtomicU64,
     closed_health: AtomicU64,
+    closed_retired: AtomicU64,
     checkouts: AtomicU64,
     waits: AtomicU64,
     wait_timeouts: AtomicU64,
@@ -347,7 +356,9 @@ impl<M: Manage> Shared<M> {
     fn validate(&self, mut entry: Entry<M::Conn>, deadline: Instant) -> Option<Entry<M::Conn>> {
         let now = self.clock.now();
         let idle_for = now.saturating_duration_since(entry.last_used);
-        let reason = if self.is_expired(&entry, now) {
+        let reason = if self.is_retired(&entry) {
+            Some(CloseReason::Retired)
+        } else if self.is_expired(&entry, now) {
             Some(CloseReason::LifetimeExpired)
         } else if self.settings.idle_timeout.is_some_and(|t| idle_for >= t) {
             Some(CloseReason::IdleExpired)
@@ -376,6 +387,11 @@ impl<M: Manage> Shared<M> {
         }
     }
 
+    /// Dialled before the endpoint's server changed.
+    pub(crate) fn is_retired(&self, entry: &Entry<M::Conn>) -> bool {
+        entry.generation != self.manager.generation()
+    }
+
     fn is_expired(&self, entry: &Entry<M::Conn>, now: Instant) -> bool {
         entry.expires.is_some_and(|at| now >= at)
     }
@@ -383,6 +399,8 @@ impl<M: Manage> Shared<M> {
     /// Connects; the caller already holds a `connecting` slot, which this
     /// turns into an `in_use` one on success and frees on failure.
     fn dial(&self, deadline: Instant) -> Result<Entry<M::Conn>, Error> {
+        // Read before the address is: a switch in between retires this one.
+        let generation = self.manager.generation();
         let start = self.clock.now();
         let timeout = deadline
             .saturating_duration_since(start)
@@ -416,6 +434,7 @@ impl<M: Manage> Shared<M> {
                 Ok(Entry {
                     conn,
                     id,
+                    generation,
                     last_used: now,
                     expires: self.settings.max_lifetime.map(|life| {
                         // Up to 10% early, so that connections made together
@@ -442,6 +461,8 @@ impl<M: Manage> Shared<M> {
         let now = self.clock.now();
         let reason = if broken || self.manager.is_broken(&entry.conn) {
             Some(CloseReason::Broken)
+        } else if self.is_retired(&entry) {
+            Some(CloseReason::Retired)
         } else if self.is_expired(&entry, now) {
             Some(CloseReason::LifetimeExpired)
         } else {
@@ -474,6 +495,7 @@ impl<M: Manage> Shared<M> {
             CloseReason::IdleExpired => Some(&self.counters.closed_idle),
             CloseReason::LifetimeExpired => Some(&self.counters.closed_lifetime),
             CloseReason::HealthCheckFailed => Some(&self.counters.closed_health),
+            CloseReason::Retired => Some(&self.counters.closed_retired),
             // Nobody can read the counters of a dropped pool.
             CloseReason::PoolDropped => None,
         };
@@ -506,7 +528,9 @@ impl<M: Manage> Shared<M> {
                 .into_iter()
                 .map(|e| {
                     let idle_for = now.saturating_duration_since(e.last_used);
-                    let reason = if self.is_expired(&e, now) {
+                    let reason = if self.is_retired(&e) {
+                        Some(CloseReason::Retired)
+                    } else if self.is_expired(&e, now) {
                         Some(CloseReason::LifetimeExpired)
                     } else if self.settings.idle_timeout.is_some_and(|t| idle_for >= t) {
                         Some(CloseReason::IdleExpired)
@@ -576,6 +600,7 @@ impl<M: Manage> Shared<M> {
             closed_idle_expired: get(&c.closed_idle),
             closed_lifetime_expired: get(&c.closed_lifetime),
             closed_health_check_failed: get(&c.closed_health),
+            closed_retired: get(&c.closed_retired),
             checkouts: get(&c.checkouts),
             waits: get(&c.waits),
             wait_timeouts: get(&c.wait_timeouts),

@@ -44,7 +44,8 @@ mod maintenance;
 mod tests;
 
 pub(crate) use self::connect::handshake_replies;
-use self::connect::{breaks_connection, RedisManager};
+pub(crate) use self::connect::is_readonly;
+use self::connect::{breaks_connection, is_readonly_reply, RedisManager};
 use self::core::{Entry, Settings, Shared};
 use self::maintenance::Maintenance;
 
@@ -107,7 +108,7 @@ impl Pool {
 
     /// A pool for `endpoint` (primary or secondary) with `config`'s limits.
     pub(crate) fn for_endpoint(endpoint: Endpoint, config: &Config, clock: SharedClock) -> Pool {
-        let manager = RedisManager::new(&endpoint, config);
+        let manager = RedisManager::new(&endpoint, config, clock.clone());
         let settings = Settings::new(config, &endpoint.redacted);
         let shared = Arc::new(Shared::new(manager, settings, clock));
         let maintenance = Arc::new(Maintenance::start(&shared));
@@ -217,6 +218,11 @@ impl Pool {
     pub fn endpoint(&self) -> &str {
         &self.shared.settings.endpoint
     }
+
+    /// Where this pool's connections go (standalone or sentinel).
+    pub(crate) fn topology(&self) -> &crate::topology::Topology {
+        &self.shared.manager.topology
+    }
 }
 
 /// `now + timeout`, or the latest instant this platform can represent on
@@ -295,6 +301,20 @@ impl PooledConnection {
     /// `true` once an error has marked this connection for closing.
     pub fn is_broken(&self) -> bool {
         self.broken
+    }
+
+    /// The generation of the endpoint's topology it was dialled in (see
+    /// `topology`).
+    pub(crate) fn generation(&self) -> u64 {
+        self.entry.as_ref().map_or(0, |e| e.generation)
+    }
+
+    /// `false` once the endpoint's server changed since this connection
+    /// was made (a sentinel master switch): nothing more may be sent on it.
+    pub(crate) fn is_current(&self) -> bool {
+        self.entry
+            .as_ref()
+            .is_some_and(|entry| !self.shared.is_retired(entry))
     }
 
     /// `false` when this connection was made for this checkout, `true` when
@@ -414,13 +434,46 @@ impl PooledConnection {
         Ok((values, queued_error))
     }
 
+    /// A `READONLY` reply: the server is a replica now, so the master
+    /// moved. This connection is never lent again, and the topology asks
+    /// where the master is.
+    fn readonly(&mut self) {
+        self.broken = true;
+        self.shared.manager.topology.note_trouble();
+    }
+
     fn watch<T>(&mut self, result: RedisResult<T>) -> RedisResult<T> {
         if let Err(err) = &result {
             if breaks_connection(err) {
                 self.broken = true;
+                if err.is_connection_dropped() || err.is_connection_refusal() {
+                    // The server went away: it may have been a master
+                    // that died (a sentinel topology asks again).
+                    self.shared.manager.topology.note_trouble();
+                }
+            } else if is_readonly(err) {
+                self.readonly();
             }
         }
         result
+    }
+
+    /// `Err` without sending when this connection was dialled before the
+    /// endpoint's server changed (a sentinel master switch): nothing more
+    /// goes to the old master once the switch is known.
+    fn check_current(&mut self) -> RedisResult<()> {
+        let retired = match &self.entry {
+            Some(entry) => self.shared.is_retired(entry),
+            None => false,
+        };
+        if retired {
+            self.broken = true;
+            return Err(RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                "not sent: the master moved, this connection goes to the old one",
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -437,7 +490,12 @@ impl Deref for PooledConnection {
 
 impl ConnectionLike for PooledConnection {
     fn req_packed_command(&mut self, cmd: &[u8]) -> RedisResult<Value> {
+        self.check_current()?;
         let result = self.raw_mut().req_packed_command(cmd);
+        // Error replies come back as values (`query` makes them errors).
+        if matches!(&result, Ok(v) if is_readonly_reply(v)) {
+            self.readonly();
+        }
         self.watch(result)
     }
 
@@ -450,7 +508,18 @@ impl ConnectionLike for PooledConnection {
         offset: usize,
         count: usize,
     ) -> RedisResult<Vec<Value>> {
+        self.check_current()?;
         match self.pipelined(cmd, offset, count) {
+            Ok((values, queued))
+                if values.iter().any(is_readonly_reply)
+                    || queued.as_ref().is_some_and(|e| e.code() == "READONLY") =>
+            {
+                self.readonly();
+                match queued {
+                    Some(queued) => Err(RedisError::from(queued)),
+                    None => Ok(values),
+                }
+            }
             Ok((values, None)) => Ok(values),
             // A command refused while queueing aborted the transaction: its
             // error says which (EXEC's own reply only says EXECABORT). Every
@@ -553,6 +622,9 @@ pub struct PoolStats {
     pub closed_lifetime_expired: u64,
     /// Closed because the `PING` before reuse failed.
     pub closed_health_check_failed: u64,
+    /// Closed because the endpoint's server changed (a sentinel master
+    /// switch) since it was made.
+    pub closed_retired: u64,
     /// Successful checkouts.
     pub checkouts: u64,
     /// Checkouts that had to wait for another caller.
@@ -570,6 +642,7 @@ impl PoolStats {
             + self.closed_idle_expired
             + self.closed_lifetime_expired
             + self.closed_health_check_failed
+            + self.closed_retired
     }
 }
 
@@ -587,6 +660,9 @@ pub enum CloseReason {
     HealthCheckFailed,
     /// The pool was dropped while it was idle.
     PoolDropped,
+    /// It goes to a server that is no longer the endpoint's: the sentinels
+    /// named a new master.
+    Retired,
 }
 
 impl CloseReason {
@@ -598,6 +674,7 @@ impl CloseReason {
             CloseReason::LifetimeExpired => "lifetime_expired",
             CloseReason::HealthCheckFailed => "health_check_failed",
             CloseReason::PoolDropped => "pool_dropped",
+            CloseReason::Retired => "retired",
         }
     }
 }

@@ -46,6 +46,8 @@ struct Fake {
     max_in_flight: AtomicU32,
     /// Each PING takes this long on this clock (a silent server).
     ping_takes: Mutex<Option<(ManualClock, Duration)>>,
+    /// Bumped by a test: the server behind the pool changed.
+    generation: AtomicU64,
 }
 
 impl Manage for Fake {
@@ -82,6 +84,10 @@ impl Manage for Fake {
     fn is_broken(&self, conn: &FakeConn) -> bool {
         conn.dead.load(Ordering::SeqCst)
     }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
 }
 
 fn settings(max: u32) -> Settings {
@@ -114,6 +120,30 @@ fn until(what: &str, cond: impl Fn() -> bool) {
         assert!(start.elapsed() < secs(10), "timed out waiting for {what}");
         std::thread::yield_now();
     }
+}
+
+#[test]
+fn a_new_generation_retires_idle_and_lent_connections() {
+    let (p, clock) = pool_with(Fake::default(), settings(4));
+    let (idle, _) = get(&p, &clock).unwrap();
+    let (lent, _) = get(&p, &clock).unwrap();
+    let idle_id = idle.conn.id;
+    p.checkin(idle, false);
+    // The master moved.
+    p.manager.generation.fetch_add(1, Ordering::SeqCst);
+    // The idle one is never lent again: a fresh one is dialled.
+    let (fresh, reused) = get(&p, &clock).unwrap();
+    assert!(!reused);
+    assert_ne!(fresh.conn.id, idle_id);
+    assert!(!p.is_retired(&fresh));
+    // The lent one is closed on return, not put back.
+    assert!(p.is_retired(&lent));
+    p.checkin(lent, false);
+    p.checkin(fresh, false);
+    let s = p.state();
+    assert_eq!((s.total, s.idle), (1, 1));
+    assert_eq!(p.stats().closed_retired, 2);
+    assert_eq!(p.stats().closed(), 2);
 }
 
 #[test]
@@ -558,8 +588,12 @@ fn sockets_get_keepalive_nodelay_and_user_timeout() {
 #[test]
 fn connect_timeout_is_shared_across_handshake_replies() {
     let endpoint = |url: &str| Config::builder(url).build().unwrap().primary.unwrap();
-    let plain = RedisManager::new(&endpoint("redis://h:6379"), &Config::default());
-    assert_eq!(connect::handshake_replies(&plain.info), 2);
-    let full = RedisManager::new(&endpoint("redis://u:pw@h:6379/3"), &Config::default());
-    assert_eq!(connect::handshake_replies(&full.info), 4);
+    assert_eq!(
+        connect::handshake_replies(&endpoint("redis://h:6379").info),
+        2
+    );
+    assert_eq!(
+        connect::handshake_replies(&endpoint("redis://u:pw@h:6379/3").info),
+        4
+    );
 }

@@ -175,7 +175,7 @@ pub(super) fn render(s: &Stats) -> String {
             }
         }
         type Field = fn(&EndpointStats) -> u64;
-        let per_endpoint: [(&str, &str, &str, Field); 10] = [
+        let per_endpoint: [(&str, &str, &str, Field); 11] = [
             (
                 "circuit_opens_total",
                 c,
@@ -235,6 +235,12 @@ pub(super) fn render(s: &Stats) -> String {
                 c,
                 "Rate-limit or quota replies, per endpoint.",
                 |e| e.rate_limit_replies,
+            ),
+            (
+                "master_switches_total",
+                c,
+                "Times the sentinels named a new master (redis+sentinel:// endpoints).",
+                |e| e.master_switches,
             ),
         ];
         for (name, kind, help, field) in per_endpoint {
@@ -429,6 +435,10 @@ pub(crate) mod tests {
             commands_succeeded: 90,
             commands_failed: 10,
             rate_limit_replies: 7,
+            master: None,
+            sentinel: None,
+            master_switches: 0,
+            connections_retired: 0,
         }
     }
 

@@ -48,6 +48,7 @@ pub const ENV_NAMES: &[&str] = &[
     "CACHE_FALLBACK_MODE",
     "CACHE_FALLBACK_MAX_ENTRIES",
     "CACHE_FALLBACK_MAX_BYTES",
+    "REDIS_SENTINEL_PASSWORD",
 ];
 
 pub fn run_config(case: &ConfigCase) {
@@ -55,6 +56,10 @@ pub fn run_config(case: &ConfigCase) {
         return;
     }
     resilient_redis::fuzz_support::check_config_case(&case.url, &case.env, ENV_NAMES);
+    // The same bytes as the rest of a sentinel URL, so the sentinel parser
+    // is fuzzed without a dictionary (and the input format is unchanged).
+    let sentinel = format!("redis+sentinel://{}", case.url);
+    resilient_redis::fuzz_support::check_config_case(&sentinel, &case.env, ENV_NAMES);
 }
 
 /// One operation of the `fallback` target; mirrors

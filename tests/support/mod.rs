@@ -16,10 +16,12 @@
 
 pub mod fake;
 pub mod proxy;
+pub mod sentinel;
 pub mod server;
 
 pub use fake::FakeRedis;
 pub use proxy::{FaultProxy, Mode};
+pub use sentinel::{Sentinel, SentinelCluster};
 pub use server::{RedisServer, RedisServerBuilder};
 
 use std::net::{SocketAddr, TcpListener};
