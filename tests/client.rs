@@ -441,16 +441,15 @@ fn restart_under_load() {
     assert_eq!(s.requests, ops.load(Ordering::Relaxed), "{s}");
     assert_eq!(s.hits + s.misses, s.requests / 2, "{s}");
     assert_eq!(s.errors(), 0, "{s}");
-    // Reconciliation runs on the background thread.
+    // Every key written in memory is settled, by the background
+    // reconciliation or by a later write to Redis that superseded it (the
+    // workers keep rewriting the same keys, so either may come first).
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while client.stats().journal_len != 0
-        || (client.stats().fallback_writes > 0 && client.stats().reconciled_keys == 0)
-    {
+    while client.stats().journal_len != 0 {
         assert!(std::time::Instant::now() < deadline, "{}", client.stats());
         std::thread::yield_now();
     }
     assert!(recorder.count(|e| matches!(e, Event::FallbackReleased { .. })) >= 1);
-    assert!(recorder.count(|e| matches!(e, Event::Reconciled { .. })) >= 1);
 }
 
 /// After the breaker opens, calls stop paying the socket timeout.
