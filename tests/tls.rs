@@ -31,6 +31,8 @@ use support::RedisServer;
 mod client;
 #[path = "tls/failover.rs"]
 mod failover;
+#[path = "tls/sentinel.rs"]
+mod sentinel;
 mod support;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -46,18 +48,20 @@ impl Certs {
         let dir = std::env::temp_dir().join(format!("rr-tls-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let (ca, ca_key) = make_ca("resilient-redis test CA");
-        let (other, _) = make_ca("unrelated CA");
+        let (other, other_key) = make_ca("unrelated CA");
         let server_key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
         params
             .subject_alt_names
             .push(SanType::IpAddress([127, 0, 0, 1].into()));
-        let server = params.signed_by(&server_key, &ca, &ca_key).unwrap();
+        let server = params.clone().signed_by(&server_key, &ca, &ca_key).unwrap();
         // The same server, with a certificate whose validity ended in 2020.
         let mut expired = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
         expired.not_before = rcgen::date_time_ymd(2019, 1, 1);
         expired.not_after = rcgen::date_time_ymd(2020, 1, 1);
         let expired = expired.signed_by(&server_key, &ca, &ca_key).unwrap();
+        // The same names and key, signed by the unrelated CA.
+        let untrusted = params.signed_by(&server_key, &other, &other_key).unwrap();
         let client_key = KeyPair::generate().unwrap();
         let client = CertificateParams::new(vec!["client".to_string()])
             .unwrap()
@@ -69,6 +73,7 @@ impl Certs {
             ("server.pem", server.pem()),
             ("server.key", server_key.serialize_pem()),
             ("expired-server.pem", expired.pem()),
+            ("untrusted-server.pem", untrusted.pem()),
             ("client.pem", client.pem()),
             ("client.key", client_key.serialize_pem()),
         ] {

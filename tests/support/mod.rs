@@ -51,7 +51,37 @@ pub fn ms(n: u64) -> Duration {
 /// Opens a plain `redis::Connection` to `url` with read and write timeouts,
 /// so a test never hangs on a faulty endpoint.
 pub fn connect(url: &str, timeout: Duration) -> redis::RedisResult<redis::Connection> {
-    let client = redis::Client::open(url)?;
+    with_timeouts(redis::Client::open(url)?, timeout)
+}
+
+/// Opens a `redis::Connection` to `127.0.0.1:port` over TLS, trusting only
+/// the CA certificate in `ca` (PEM), with read and write timeouts.
+#[cfg(feature = "tls")]
+pub fn connect_tls(
+    port: u16,
+    ca: &std::path::Path,
+    timeout: Duration,
+) -> redis::RedisResult<redis::Connection> {
+    use redis::IntoConnectionInfo;
+    let root = std::fs::read(ca).expect("read the test CA");
+    let info = redis::ConnectionAddr::TcpTls {
+        host: "127.0.0.1".to_string(),
+        port,
+        insecure: false,
+        tls_params: None,
+    }
+    .into_connection_info()?;
+    let certs = redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(root),
+    };
+    with_timeouts(redis::Client::build_with_tls(info, certs)?, timeout)
+}
+
+fn with_timeouts(
+    client: redis::Client,
+    timeout: Duration,
+) -> redis::RedisResult<redis::Connection> {
     let conn = client.get_connection_with_timeout(timeout)?;
     conn.set_read_timeout(Some(timeout))?;
     conn.set_write_timeout(Some(timeout))?;

@@ -3,6 +3,11 @@
 //! free loopback port in its own temporary directory (sentinel rewrites its
 //! config file), all stopped on drop.
 //!
+//! [`SentinelCluster::start_tls`] starts the same deployment speaking TLS
+//! only (`port 0`, `tls-port`, `tls-replication yes`): the nodes replicate
+//! and the sentinels monitor and talk to each other over TLS, and a plain
+//! connection to any of them is refused.
+//!
 //! Timers are short (`down-after-milliseconds 500`, `failover-timeout
 //! 2000`) so a killed master is replaced within a few seconds. Every wait
 //! polls a condition until a deadline; nothing sleeps for a fixed time to
@@ -11,7 +16,7 @@
 use std::fs::{self, File};
 use std::io::Read;
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -27,30 +32,108 @@ pub const SERVICE: &str = "mymaster";
 const FORM_DEADLINE: Duration = Duration::from_secs(90);
 const POLL: Duration = Duration::from_millis(20);
 
+/// The files of a TLS-only process (PEM).
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    /// The CA the process trusts: its master's, replicas' and peers'
+    /// certificates must be signed by it.
+    pub ca: PathBuf,
+    /// The certificate it presents (as a server and as a client), and its key.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The CA that signed `cert`: what a client must trust to reach it
+    /// (`ca`, unless a test wants a process with an untrusted certificate).
+    pub issuer: PathBuf,
+}
+
+impl TlsFiles {
+    /// `cert` and `key` signed by `ca`.
+    pub fn new(ca: impl Into<PathBuf>, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        let ca = ca.into();
+        TlsFiles {
+            issuer: ca.clone(),
+            ca,
+            cert: cert.into(),
+            key: key.into(),
+        }
+    }
+
+    /// `redis-server` arguments: TLS only (no plain port), client
+    /// certificates not required, replication over TLS.
+    pub fn server_args(&self) -> Vec<String> {
+        let p = |p: &Path| p.display().to_string();
+        [
+            "--port",
+            "0",
+            "--tls-port",
+            super::server::PORT_PLACEHOLDER,
+            "--tls-cert-file",
+            &p(&self.cert),
+            "--tls-key-file",
+            &p(&self.key),
+            "--tls-ca-cert-file",
+            &p(&self.ca),
+            "--tls-auth-clients",
+            "no",
+            "--tls-replication",
+            "yes",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+}
+
+/// Connects to `127.0.0.1:port`, over TLS trusting `issuer` when given.
+fn connect_to(port: u16, issuer: Option<&Path>) -> redis::RedisResult<redis::Connection> {
+    let timeout = Duration::from_millis(500);
+    match issuer {
+        None => super::connect(&format!("redis://127.0.0.1:{port}"), timeout),
+        #[cfg(feature = "tls")]
+        Some(ca) => super::connect_tls(port, ca, timeout),
+        #[cfg(not(feature = "tls"))]
+        Some(_) => panic!("a TLS deployment needs the `tls` feature"),
+    }
+}
+
 /// One `redis-server --sentinel` process.
 pub struct Sentinel {
     port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    tls: Option<TlsFiles>,
 }
 
 impl Sentinel {
-    fn start(master_port: u16) -> Sentinel {
+    /// Starts a sentinel monitoring `127.0.0.1:master_port` as [`SERVICE`]
+    /// (quorum 2), over TLS only with `tls`.
+    pub fn start(master_port: u16, tls: Option<&TlsFiles>) -> Sentinel {
         for _ in 0..5 {
             let mut s = Sentinel {
                 port: free_port(),
                 dir: unique_temp_dir(),
                 child: None,
+                tls: tls.cloned(),
             };
             fs::create_dir_all(&s.dir).unwrap();
+            let ports = match tls {
+                None => format!("port {}\n", s.port),
+                Some(t) => format!(
+                    "port 0\ntls-port {}\ntls-cert-file {}\ntls-key-file {}\n\
+                     tls-ca-cert-file {}\ntls-auth-clients no\ntls-replication yes\n",
+                    s.port,
+                    t.cert.display(),
+                    t.key.display(),
+                    t.ca.display()
+                ),
+            };
             let conf = format!(
-                "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {dir}\nlogfile {dir}/sentinel.log\n\
+                "{ports}bind 127.0.0.1\nprotected-mode no\ndir {dir}\nlogfile {dir}/sentinel.log\n\
                  sentinel resolve-hostnames no\n\
                  sentinel monitor {SERVICE} 127.0.0.1 {master_port} 2\n\
                  sentinel down-after-milliseconds {SERVICE} 500\n\
                  sentinel failover-timeout {SERVICE} 2000\n\
                  sentinel parallel-syncs {SERVICE} 1\n",
-                port = s.port,
                 dir = s.dir.display(),
             );
             fs::write(s.dir.join("sentinel.conf"), conf).unwrap();
@@ -103,10 +186,8 @@ impl Sentinel {
 
     /// Runs one command on this sentinel.
     pub fn query(&self, args: &[&str]) -> redis::RedisResult<redis::Value> {
-        let mut conn = super::connect(
-            &format!("redis://127.0.0.1:{}", self.port),
-            Duration::from_millis(500),
-        )?;
+        let issuer = self.tls.as_ref().map(|t| t.issuer.as_path());
+        let mut conn = connect_to(self.port, issuer)?;
         let mut cmd = redis::cmd(args[0]);
         for a in &args[1..] {
             cmd.arg(*a);
@@ -185,6 +266,8 @@ pub struct SentinelCluster {
     /// `nodes[0]` starts as the master, `nodes[1]` as its replica.
     pub nodes: Vec<RedisServer>,
     pub sentinels: Vec<Sentinel>,
+    /// Set for a TLS-only deployment.
+    pub tls: Option<TlsFiles>,
 }
 
 impl SentinelCluster {
@@ -192,13 +275,32 @@ impl SentinelCluster {
     /// is in sync and every sentinel knows the replica and the two other
     /// sentinels.
     pub fn start() -> SentinelCluster {
-        let master = RedisServer::new();
-        let replica =
-            RedisServer::start_with_args(&["--replicaof", "127.0.0.1", &master.port().to_string()]);
-        let sentinels: Vec<Sentinel> = (0..3).map(|_| Sentinel::start(master.port())).collect();
+        Self::start_with(None)
+    }
+
+    /// [`SentinelCluster::start`], every process speaking TLS only with
+    /// `tls` (nodes and sentinels present the same certificate).
+    pub fn start_tls(tls: &TlsFiles) -> SentinelCluster {
+        Self::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<&TlsFiles>) -> SentinelCluster {
+        let tls_args = tls.map(TlsFiles::server_args).unwrap_or_default();
+        let node = |extra: &[&str]| {
+            RedisServer::builder()
+                .args(&tls_args.iter().map(String::as_str).collect::<Vec<_>>())
+                .args(extra)
+                .start()
+        };
+        let master = node(&[]);
+        let replica = node(&["--replicaof", "127.0.0.1", &master.port().to_string()]);
+        let sentinels: Vec<Sentinel> = (0..3)
+            .map(|_| Sentinel::start(master.port(), tls))
+            .collect();
         let cluster = SentinelCluster {
             nodes: vec![master, replica],
             sentinels,
+            tls: tls.cloned(),
         };
         cluster.wait_until("the replica is in sync", |c| {
             c.node_info(1, "replication")
@@ -231,7 +333,12 @@ impl SentinelCluster {
             .iter()
             .map(|i| format!("127.0.0.1:{}", self.sentinels[*i].port()))
             .collect();
-        format!("redis+sentinel://{}/{SERVICE}", hosts.join(","))
+        let scheme = if self.tls.is_some() {
+            "rediss+sentinel"
+        } else {
+            "redis+sentinel"
+        };
+        format!("{scheme}://{}/{SERVICE}", hosts.join(","))
     }
 
     /// `redis+sentinel://` URL listing every sentinel.
@@ -241,8 +348,15 @@ impl SentinelCluster {
 
     /// `INFO <section>` of node `i`, if it answers.
     pub fn node_info(&self, i: usize, section: &str) -> Option<String> {
-        let mut conn = super::connect(&self.nodes[i].url(), Duration::from_millis(500)).ok()?;
+        let mut conn = self.node_connection(i).ok()?;
         redis::cmd("INFO").arg(section).query(&mut conn).ok()
+    }
+
+    /// A connection to node `i` (over TLS in a TLS deployment), with 500 ms
+    /// socket timeouts.
+    pub fn node_connection(&self, i: usize) -> redis::RedisResult<redis::Connection> {
+        let issuer = self.tls.as_ref().map(|t| t.issuer.as_path());
+        connect_to(self.nodes[i].port(), issuer)
     }
 
     /// The index of the node on `port`.
