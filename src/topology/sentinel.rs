@@ -9,7 +9,11 @@
 //! <service>` adds the other sentinels to the list. The sentinel that
 //! answered moves to the front. When none answers, the dial fails with a
 //! transient connection error: the breaker counts it and the fallback
-//! serves.
+//! serves. A sentinel (or named master) whose certificate does not verify
+//! is skipped like one that is down; but when every one failed that way,
+//! the dial fails with the permanent TLS error a `rediss://` URL gives (the
+//! breaker ignores it and the fallback does not hide it): waiting will not
+//! make a certificate verify.
 //!
 //! The master is re-resolved at once after a failed connect or a
 //! `READONLY` reply ([`SentinelTopology::note_trouble`]: the next dial, or
@@ -356,6 +360,20 @@ impl SentinelTopology {
             .set_redis_settings(self.sentinel_auth.clone())
     }
 
+    /// The error of a dial that found no master because no certificate
+    /// verified.
+    fn untrusted(&self, why: String) -> Error {
+        Error::new(
+            ErrorKind::Tls,
+            ErrorClass::Permanent,
+            format!(
+                "no master for '{}' from the sentinels of {}: {why}",
+                self.service, self.redacted
+            ),
+        )
+        .with_may_have_executed(false)
+    }
+
     /// The error of a dial that found no master.
     fn unavailable(&self, why: String) -> Error {
         Error::new(
@@ -374,10 +392,13 @@ impl SentinelTopology {
     fn discover(&self, deadline: Instant) -> Result<(Addr, String), Error> {
         let sentinels = self.sentinel_list();
         let mut reasons: Vec<String> = Vec::new();
+        // Every attempt failed on a certificate that will not verify.
+        let mut untrusted = true;
         for (i, sentinel) in sentinels.iter().enumerate() {
             let left = deadline.saturating_duration_since(self.clock.now());
             if left.is_zero() {
                 reasons.push("out of time".to_string());
+                untrusted = false;
                 break;
             }
             // One sentinel may not take all the time: leave some for the
@@ -391,13 +412,23 @@ impl SentinelTopology {
                         self.promote(i, others);
                         return Ok((addr, name));
                     }
-                    Err(why) => reasons.push(format!(
-                        "{name} named {} which {why}",
-                        host_port(&addr.0, addr.1)
-                    )),
+                    Err(miss) => {
+                        untrusted &= miss.untrusted;
+                        reasons.push(format!(
+                            "{name} named {} which {}",
+                            host_port(&addr.0, addr.1),
+                            miss.why
+                        ))
+                    }
                 },
-                Err(why) => reasons.push(format!("{name}: {why}")),
+                Err(miss) => {
+                    untrusted &= miss.untrusted;
+                    reasons.push(format!("{name}: {}", miss.why))
+                }
             }
+        }
+        if untrusted && !reasons.is_empty() {
+            return Err(self.untrusted(reasons.join("; ")));
         }
         Err(self.unavailable(reasons.join("; ")))
     }
@@ -428,7 +459,8 @@ impl SentinelTopology {
         timeout: Duration,
     ) -> Result<redis::Connection, String> {
         let deadline = crate::clock::saturating_add(self.clock.now(), timeout);
-        let conn = open(self.sentinel_info(sentinel), deadline, &self.clock)?;
+        let conn =
+            open(self.sentinel_info(sentinel), deadline, &self.clock).map_err(|e| e.to_string())?;
         // redis-rs clears them after its handshake: SUBSCRIBE must not
         // wait forever on a sentinel that hangs.
         conn.set_read_timeout(Some(self.socket_timeout))
@@ -439,7 +471,7 @@ impl SentinelTopology {
 
     /// `SENTINEL MASTER` and `SENTINEL SENTINELS` on one sentinel, all by
     /// `deadline`.
-    fn ask(&self, sentinel: &Addr, deadline: Instant) -> Result<(Addr, Vec<Addr>), String> {
+    fn ask(&self, sentinel: &Addr, deadline: Instant) -> Result<(Addr, Vec<Addr>), Miss> {
         let mut conn = open(self.sentinel_info(sentinel), deadline, &self.clock)?;
         let mut master = redis::cmd("SENTINEL");
         master.arg("MASTER").arg(&self.service);
@@ -450,7 +482,7 @@ impl SentinelTopology {
             .split(',')
             .any(|f| f == "s_down" || f == "o_down" || f == "disconnected")
         {
-            return Err(format!("reports the master as down ({flags})"));
+            return Err(format!("reports the master as down ({flags})").into());
         }
         let addr = addr_of(&fields).ok_or("SENTINEL MASTER reply without a usable ip and port")?;
         // Other sentinels: best effort, a failure here does not disqualify
@@ -464,52 +496,103 @@ impl SentinelTopology {
     }
 
     /// `ROLE` on `addr` says `master`, by `deadline`.
-    fn verify(&self, addr: &Addr, deadline: Instant) -> Result<(), String> {
-        let mut conn = open(self.info_for(addr), deadline, &self.clock)
-            .map_err(|e| format!("did not answer ({e})"))?;
-        let role = query(&mut conn, &redis::cmd("ROLE"), deadline, &self.clock)
-            .map_err(|e| format!("did not answer ROLE ({e})"))?;
+    fn verify(&self, addr: &Addr, deadline: Instant) -> Result<(), Miss> {
+        let mut conn = open(self.info_for(addr), deadline, &self.clock).map_err(|e| Miss {
+            why: format!("did not answer ({e})"),
+            untrusted: is_untrusted(&e),
+        })?;
+        let role =
+            query(&mut conn, &redis::cmd("ROLE"), deadline, &self.clock).map_err(|e| Miss {
+                why: format!("did not answer ROLE ({e})"),
+                untrusted: is_untrusted(&e),
+            })?;
         match role_name(&role).as_deref() {
             Some("master") => Ok(()),
-            Some(other) => Err(format!("says it is a {other}, not the master")),
-            None => Err("gave a malformed ROLE reply".to_string()),
+            Some(other) => Err(format!("says it is a {other}, not the master").into()),
+            None => Err("gave a malformed ROLE reply".into()),
         }
     }
 }
 
+/// Why one sentinel's answer was not used.
+struct Miss {
+    why: String,
+    /// A TLS connection failed for good (a certificate that does not
+    /// verify), not for want of an answer.
+    untrusted: bool,
+}
+
+impl From<String> for Miss {
+    fn from(why: String) -> Miss {
+        Miss {
+            why,
+            untrusted: false,
+        }
+    }
+}
+
+impl From<&str> for Miss {
+    fn from(why: &str) -> Miss {
+        why.to_string().into()
+    }
+}
+
+impl From<Error> for Miss {
+    fn from(e: Error) -> Miss {
+        Miss {
+            untrusted: is_untrusted(&e),
+            why: e.to_string(),
+        }
+    }
+}
+
+/// A TLS error that retrying will not cure.
+fn is_untrusted(e: &Error) -> bool {
+    e.kind() == ErrorKind::Tls && e.class() == ErrorClass::Permanent
+}
+
 /// Connects with `info` by `deadline`: the time left is shared between
-/// the TCP connect and each handshake reply, as the pool does.
+/// the TCP connect and each handshake reply, as the pool does. The error
+/// is classified as the pool's connect errors are (and never holds a
+/// secret).
 fn open(
     info: ConnectionInfo,
     deadline: Instant,
     clock: &SharedClock,
-) -> Result<redis::Connection, String> {
+) -> Result<redis::Connection, Error> {
     let left = deadline.saturating_duration_since(clock.now());
     if left.is_zero() {
-        return Err("out of time".to_string());
+        return Err(out_of_time());
     }
     let share = (left / crate::pool::handshake_replies(&info).saturating_add(1))
         .max(Duration::from_millis(1));
+    let tls = matches!(info.addr(), ConnectionAddr::TcpTls { .. });
     redis::Client::open(info)
         .and_then(|c| c.get_connection_with_timeout(share))
-        .map_err(describe)
+        .map_err(|e| crate::tls::connect_error(e, tls))
 }
 
-/// One command with the socket timeouts lowered to the time left.
+/// One command with the socket timeouts lowered to the time left. The
+/// error is classified: without a password to send, the TLS handshake
+/// happens here, on the first command, rather than in `open`.
 fn query(
     conn: &mut redis::Connection,
     cmd: &redis::Cmd,
     deadline: Instant,
     clock: &SharedClock,
-) -> Result<Value, String> {
+) -> Result<Value, Error> {
     let left = deadline.saturating_duration_since(clock.now());
     if left.is_zero() {
-        return Err("out of time".to_string());
+        return Err(out_of_time());
     }
     conn.set_read_timeout(Some(left))
         .and_then(|()| conn.set_write_timeout(Some(left)))
-        .map_err(describe)?;
-    cmd.query(conn).map_err(describe)
+        .map_err(Error::from_redis)?;
+    cmd.query(conn).map_err(Error::from_redis)
+}
+
+fn out_of_time() -> Error {
+    Error::new(ErrorKind::Timeout, ErrorClass::Transient, "out of time")
 }
 
 /// `at - d`, or `at` itself when that is before what an `Instant` can hold.

@@ -194,20 +194,24 @@ fn rediss_sentinel_discovers_follows_a_failover_and_skips_an_untrusted_sentinel(
     assert_eq!(skipping.stats().fallback_writes, 0);
     assert_eq!(get_on(&cluster, new, "k2").as_deref(), Some("v2"));
 
-    // With only the untrusted sentinel, no master is found: the dial fails
-    // like an unreachable server (a transient connection error naming the
-    // certificate problem), whatever the TLS error was.
+    // With only the untrusted sentinel no master is found, and for want of
+    // a certificate that verifies, not of an answer: the dial fails with
+    // the permanent TLS error a `rediss://` URL gives, which the breaker
+    // ignores and the (default) fallback does not hide.
     let url = format!("rediss+sentinel://127.0.0.1:{bad}/{SERVICE}");
-    let alone = Client::new(
-        fast(&url, &certs)
-            .fallback_mode(FallbackMode::Disabled)
-            .build()
-            .unwrap(),
-    )
-    .unwrap();
-    let e = alone.set("k3", "v3").unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::Connection, "{e:?}");
-    assert_eq!(e.class(), ErrorClass::Transient, "{e:?}");
-    assert!(e.to_string().contains("signed by unknown CA"), "{e}");
-    assert!(e.to_string().contains(&format!("127.0.0.1:{bad}")), "{e}");
+    let alone = Client::new(fast(&url, &certs).build().unwrap()).unwrap();
+    assert_ne!(alone.config().fallback_mode(), FallbackMode::Disabled);
+    for _ in 0..3 {
+        let e = alone.set("k3", "v3").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Tls, "{e:?}");
+        assert_eq!(e.class(), ErrorClass::Permanent, "{e:?}");
+        assert!(!e.counts_against_breaker(), "{e:?}");
+        assert!(!e.may_have_executed(), "{e:?}");
+        assert!(e.to_string().contains("signed by unknown CA"), "{e}");
+        assert!(e.to_string().contains(&format!("127.0.0.1:{bad}")), "{e}");
+    }
+    let stats = alone.stats();
+    assert_eq!(stats.fallback_writes, 0, "{stats}");
+    assert_eq!(stats.endpoints[0].breaker_opens, 0, "{stats}");
+    assert!(!alone.health().serving_from_memory);
 }
