@@ -539,3 +539,46 @@ fn without_a_secondary_a_quota_cooldown_keeps_calls_off_the_primary() {
     assert!(incr_refused > 0);
     assert_eq!(client.stats().errors(), incr_refused as u64);
 }
+
+/// Issue #11: an idle connection to the primary that died during failover
+/// (reset by a load balancer) fails its health check, but the server is
+/// back: the probe asks a freshly dialled connection instead of counting
+/// the dead socket as the primary's answer.
+#[test]
+fn a_dead_idle_connection_does_not_fail_the_probe() {
+    let fake = FakeRedis::new();
+    let proxy = FaultProxy::new(fake.addr());
+    let secondary = RedisServer::new();
+    let clock = ManualClock::new();
+    let (rec, rx) = Recorder::new();
+    let config = fast(&proxy.url(), &secondary.url())
+        .success_threshold(1)
+        .health_check_interval(Duration::from_secs(30))
+        .failover_cooldown(Duration::from_secs(1))
+        .failover_grace(ms(1))
+        .build()
+        .unwrap();
+    let client = Client::builder(config)
+        .clock(clock.shared())
+        .listener(rec.clone())
+        .build()
+        .unwrap();
+    client.set("k", "1").unwrap();
+    // The quota runs out: calls fail over, the primary's connection stays
+    // in its pool.
+    fake.rate_limit_after(0);
+    client.set("k", "2").unwrap();
+    assert!(client.stats().failover_active);
+    // While calls are elsewhere, that idle connection is reset; then the
+    // quota resets too.
+    proxy.reset_all();
+    fake.stop_rate_limiting();
+    let pings = fake.count_of("PING");
+    clock.advance(Duration::from_secs(60));
+    // The background prober (or this call) probes: the dead socket's
+    // health check fails, a fresh connection answers, and that restores.
+    client.probe_primary();
+    wait_for(&rx, is_restored);
+    assert!(!client.stats().failover_active);
+    assert!(fake.count_of("PING") > pings);
+}

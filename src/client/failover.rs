@@ -81,24 +81,35 @@ impl Inner {
     }
 }
 
-/// One `PING` of the primary through its pool. When the checkout already
-/// `PING`ed a reused idle connection (the pool's health check), that answer
-/// is the probe: on hosted Redis every command is billed. When that idle
-/// connection failed its check, the pool dialled a fresh one, and the fresh
-/// one is what the probe asks: a dead idle socket says nothing about the
-/// server.
+/// One `PING` of the primary through its pool, and one only where the
+/// server saw it: on hosted Redis every command is billed.
+///
+/// - When the checkout's health check `PING`ed a reused idle connection,
+///   that answer is the probe.
+/// - When the server answered that health check with an error (over its
+///   quota, loading, ...), that refusal is the probe's answer: a fresh
+///   connection would get the same, and a second `PING` would be billed.
+/// - When the idle connection was dead (its `PING` never reached the
+///   server), the pool dialled a fresh one, and the fresh one is what the
+///   probe asks: a dead idle socket says nothing about the server.
 ///
 /// The probe does not go through the breaker: it may be open, and a probe
 /// must not wait for it. During failover nothing else uses the primary's
-/// pool, so the health-check counter tells whether the checkout pinged.
+/// pool, so the health-check counters tell what the checkout did.
 fn ping_once(pool: &crate::pool::Pool) -> bool {
-    let checks_before = pool.stats().health_checks;
+    let before = pool.stats();
     let mut conn = match pool.get() {
         Ok(conn) => conn,
         Err(_) => return false,
     };
-    if pool.stats().health_checks > checks_before && conn.is_reused() {
-        return true;
+    let after = pool.stats();
+    if after.health_checks > before.health_checks {
+        if conn.is_reused() {
+            return true;
+        }
+        if after.health_checks_refused > before.health_checks_refused {
+            return false;
+        }
     }
     redis::cmd("PING").query::<String>(&mut conn).is_ok()
 }

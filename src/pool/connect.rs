@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use redis::io::tcp::{socket2::TcpKeepalive, TcpSettings};
 use redis::{Client, Connection, ConnectionInfo, ConnectionLike};
 
-use super::core::Manage;
+use super::core::{Manage, Ping};
 use crate::clock::SharedClock;
 use crate::config::{Config, Endpoint};
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::topology::{SentinelTopology, Topology};
 
 /// Connects to one endpoint and checks its connections.
@@ -143,7 +143,7 @@ impl Manage for RedisManager {
         self.topology.generation()
     }
 
-    fn ping(&self, conn: &mut Connection, timeout: Duration) -> bool {
+    fn ping(&self, conn: &mut Connection, timeout: Duration) -> Ping {
         // Bounded by the caller's remaining checkout time, not just the
         // socket timeout.
         let shorter = timeout < self.socket_timeout;
@@ -151,16 +151,23 @@ impl Manage for RedisManager {
             && (conn.set_read_timeout(Some(timeout)).is_err()
                 || conn.set_write_timeout(Some(timeout)).is_err())
         {
-            return false;
+            return Ping::Failed;
         }
-        let ok = redis::cmd("PING").query::<String>(conn).is_ok();
+        let answer = match redis::cmd("PING").query::<String>(conn) {
+            Ok(_) => Ping::Pong,
+            // The server answered: reachable, but refusing.
+            Err(e) => match Error::from_redis(e).kind() {
+                ErrorKind::RateLimited | ErrorKind::Server | ErrorKind::Auth => Ping::Refused,
+                _ => Ping::Failed,
+            },
+        };
         if shorter
             && (conn.set_read_timeout(Some(self.socket_timeout)).is_err()
                 || conn.set_write_timeout(Some(self.socket_timeout)).is_err())
         {
-            return false;
+            return Ping::Failed;
         }
-        ok
+        answer
     }
 
     fn is_broken(&self, conn: &Connection) -> bool {

@@ -33,13 +33,26 @@ use crate::jitter::Jitter;
 pub(crate) const MAX_DIALS: u32 = 4;
 
 /// What the pool needs from the things it pools (cf. r2d2's `ManageConnection`).
+/// How a health-check `PING` went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ping {
+    /// `PONG`.
+    Pong,
+    /// The server answered with an error reply (over quota, loading, ...):
+    /// it is reachable but will not serve; another connection would get
+    /// the same answer.
+    Refused,
+    /// No usable answer (I/O error, timeout): this connection is dead.
+    Failed,
+}
+
 pub(crate) trait Manage: Send + Sync + 'static {
     /// The pooled connection.
     type Conn: Send + 'static;
     /// Makes a ready connection, taking at most `timeout`.
     fn connect(&self, timeout: Duration) -> Result<Self::Conn, Error>;
-    /// `PING`, waiting at most `timeout`; `false` when the connection is unusable.
-    fn ping(&self, conn: &mut Self::Conn, timeout: Duration) -> bool;
+    /// `PING`, waiting at most `timeout`.
+    fn ping(&self, conn: &mut Self::Conn, timeout: Duration) -> Ping;
     /// `true` when the connection already knows it is unusable (closed).
     fn is_broken(&self, conn: &Self::Conn) -> bool;
     /// Connections made in an older generation go to a server that is no
@@ -143,6 +156,7 @@ struct Counters {
     waits: AtomicU64,
     wait_timeouts: AtomicU64,
     health_checks: AtomicU64,
+    health_checks_refused: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -369,7 +383,14 @@ impl<M: Manage> Shared<M> {
             let budget = deadline
                 .saturating_duration_since(now)
                 .max(Duration::from_millis(1));
-            (!self.manager.ping(&mut entry.conn, budget)).then_some(CloseReason::HealthCheckFailed)
+            match self.manager.ping(&mut entry.conn, budget) {
+                Ping::Pong => None,
+                Ping::Refused => {
+                    bump(&self.counters.health_checks_refused);
+                    Some(CloseReason::HealthCheckFailed)
+                }
+                Ping::Failed => Some(CloseReason::HealthCheckFailed),
+            }
         } else {
             None
         };
@@ -605,6 +626,7 @@ impl<M: Manage> Shared<M> {
             waits: get(&c.waits),
             wait_timeouts: get(&c.wait_timeouts),
             health_checks: get(&c.health_checks),
+            health_checks_refused: get(&c.health_checks_refused),
         }
     }
 }

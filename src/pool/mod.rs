@@ -633,6 +633,9 @@ pub struct PoolStats {
     pub wait_timeouts: u64,
     /// `PING`s sent before reusing a connection that had idled.
     pub health_checks: u64,
+    /// Of those, the ones the server answered with an error reply (it is
+    /// reachable but refuses: over quota, loading, ...).
+    pub health_checks_refused: u64,
 }
 
 impl PoolStats {

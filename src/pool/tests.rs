@@ -17,6 +17,7 @@ use super::maintenance::Maintenance;
 use super::*;
 use crate::clock::ManualClock;
 use crate::error::{ErrorClass, ErrorKind};
+use crate::pool::core::Ping;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -73,12 +74,16 @@ impl Manage for Fake {
         Ok(FakeConn { id, dead })
     }
 
-    fn ping(&self, conn: &mut FakeConn, timeout: Duration) -> bool {
+    fn ping(&self, conn: &mut FakeConn, timeout: Duration) -> Ping {
         self.pings.fetch_add(1, Ordering::SeqCst);
         if let Some((clock, takes)) = &*self.ping_takes.lock() {
             clock.advance((*takes).min(timeout));
         }
-        !self.bad_pings.lock().contains(&conn.id)
+        if self.bad_pings.lock().contains(&conn.id) {
+            Ping::Failed
+        } else {
+            Ping::Pong
+        }
     }
 
     fn is_broken(&self, conn: &FakeConn) -> bool {
