@@ -8,18 +8,21 @@
 //! every transition) runs under the mutex, which then stores the new word
 //! with `Release`; readers load it with `Acquire`.
 //!
-//! Counts made without the lock go to [`Slot`]s, one cache line each, picked
-//! per thread, so threads do not write to a shared line. Sums are exact
-//! once the calls they count have returned.
+//! Counts made without the lock go to [`Slot`]s, one cache line each, so
+//! threads do not write to a shared line. A thread leases a slot index for
+//! its lifetime (the same index in every breaker) and, being its only
+//! writer, bumps it with a plain load and store, no locked instruction;
+//! threads beyond [`OWNED`] share one more slot and use `fetch_add`. Sums
+//! are exact once the calls they count have returned.
 
-use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::types::BreakerState;
 
-/// Counter slots per breaker: a power of two.
-const SLOTS: usize = 16;
+/// Slots leased to one thread each; one more is shared by the rest.
+const OWNED: usize = 16;
+const SHARED: usize = OWNED;
 const STATE_MASK: u64 = 0b11;
 const CLEAN: u64 = 0b100;
 const GEN_SHIFT: u32 = 3;
@@ -88,19 +91,48 @@ pub(crate) fn pack(state: BreakerState, generation: u64, clean: bool) -> u64 {
     (generation << GEN_SHIFT) | state_bits(state) | if clean { CLEAN } else { 0 }
 }
 
-fn slot_index() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static INDEX: Cell<usize> = const { Cell::new(usize::MAX) };
-    }
-    INDEX.with(|i| {
-        let mut v = i.get();
-        if v == usize::MAX {
-            v = NEXT.fetch_add(1, Ordering::Relaxed) % SLOTS;
-            i.set(v);
+/// A thread's slot index, returned to the pool when the thread exits.
+struct Lease(usize);
+
+/// Indexes never leased yet.
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+/// Indexes given back by exited threads.
+static FREE: parking_lot::Mutex<Vec<usize>> = parking_lot::Mutex::new(Vec::new());
+
+impl Lease {
+    fn take() -> Lease {
+        if let Some(i) = FREE.lock().pop() {
+            return Lease(i);
         }
-        v
-    })
+        // Never past OWNED by more than the number of threads racing here.
+        let i = NEXT.fetch_add(1, Ordering::Relaxed);
+        Lease(if i < OWNED { i } else { SHARED })
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        // The mutex orders the last writes of this thread before those of
+        // the next owner.
+        if self.0 != SHARED {
+            FREE.lock().push(self.0);
+        }
+    }
+}
+
+thread_local! {
+    static LEASE: Lease = Lease::take();
+}
+
+/// Adds one. The owner of a leased slot is its only writer, so a relaxed
+/// load and store lose nothing; readers see each value whole.
+#[inline]
+fn bump(counter: &AtomicU64, owned: bool) {
+    if owned {
+        counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    } else {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl Fast {
@@ -109,13 +141,17 @@ impl Fast {
             word: AtomicU64::new(pack(BreakerState::Closed, 0, false)),
             open_until: AtomicU64::new(0),
             origin,
-            slots: (0..SLOTS).map(|_| Slot::default()).collect(),
+            slots: (0..=OWNED).map(|_| Slot::default()).collect(),
         }
     }
 
+    /// Adds one to a counter of this thread's slot (the shared slot while
+    /// the thread's locals are being torn down).
     #[inline]
-    fn slot(&self) -> &Slot {
-        &self.slots[slot_index()]
+    fn count(&self, which: fn(&Slot) -> &AtomicU64) {
+        let index = LEASE.try_with(|l| l.0).unwrap_or(SHARED);
+        let slot = &self.slots[index];
+        bump(which(slot), index != SHARED);
     }
 
     /// The published state.
@@ -155,11 +191,11 @@ impl Fast {
         let word = self.word.load(Ordering::Acquire);
         match decode_state(word) {
             BreakerState::Closed => {
-                self.slot().calls.fetch_add(1, Ordering::Relaxed);
+                self.count(|s| &s.calls);
                 Quick::Granted(word >> GEN_SHIFT)
             }
             BreakerState::ForcedOpen => {
-                self.slot().rejections.fetch_add(1, Ordering::Relaxed);
+                self.count(|s| &s.rejections);
                 Quick::Rejected(BreakerState::ForcedOpen, open_timeout)
             }
             BreakerState::Open => {
@@ -175,7 +211,7 @@ impl Fast {
                 if since >= until {
                     return Quick::Locked; // elapsed: turn half-open under the lock
                 }
-                self.slot().rejections.fetch_add(1, Ordering::Relaxed);
+                self.count(|s| &s.rejections);
                 Quick::Rejected(BreakerState::Open, Duration::from_nanos(until - since))
             }
             BreakerState::HalfOpen => Quick::Locked,
@@ -190,7 +226,7 @@ impl Fast {
         if self.word.load(Ordering::Acquire) != pack(BreakerState::Closed, generation, true) {
             return false;
         }
-        self.slot().successes.fetch_add(1, Ordering::Relaxed);
+        self.count(|s| &s.successes);
         true
     }
 
