@@ -171,7 +171,10 @@ impl Fast {
             let nanos = until.saturating_duration_since(self.origin).as_nanos();
             let nanos = u64::try_from(nanos).unwrap_or(u64::MAX);
             if self.open_until.load(Ordering::Relaxed) != nanos {
-                self.open_until.store(nanos, Ordering::Relaxed);
+                // Release: a reader that loads this deadline (Acquire) then
+                // sees every word stored before it, so its re-read of the
+                // word cannot still show an older open period.
+                self.open_until.store(nanos, Ordering::Release);
             }
         }
         // Only the lock holder stores, so a relaxed read of our own last
@@ -199,9 +202,11 @@ impl Fast {
                 Quick::Rejected(BreakerState::ForcedOpen, open_timeout)
             }
             BreakerState::Open => {
-                // Acquire: the re-read of the word below stays after this
-                // load, so an unchanged word means this deadline is the one
-                // of the open period we saw.
+                // The word was stored (Release) after this period's deadline,
+                // so the deadline read here is that one or a later one; a
+                // later one was stored (Release) after the word moved on, so
+                // then the re-read (after this Acquire) shows a changed word.
+                // Unchanged word: the deadline is that of the period seen.
                 let until = self.open_until.load(Ordering::Acquire);
                 if self.word.load(Ordering::Relaxed) != word {
                     return Quick::Locked;
