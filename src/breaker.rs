@@ -16,11 +16,17 @@
 //! as [`Verdict::Stale`]: a slow call started while closed cannot count
 //! against a half-open breaker.
 //!
-//! All state sits behind one `parking_lot::Mutex` held for a few field
-//! updates; logging and listeners run after it is released.
+//! A closed breaker costs no lock: the state and generation are published
+//! in an atomic word, and granting a permit or counting a success while
+//! closed (with no failure counted and no failure-rate rule) only reads it
+//! and bumps a per-thread counter. So does a call rejected while open.
+//! Failures, the rate window, half-open probes and every state change run
+//! under one `parking_lot::Mutex`, held for a few field updates, which
+//! republishes the word; logging and listeners run after it is released.
 
 mod config;
 mod core;
+mod fast;
 mod types;
 
 #[cfg(test)]
@@ -33,6 +39,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use self::core::{Core, Grant, Outcome};
+use self::fast::{Fast, Quick};
 use crate::clock::SharedClock;
 use crate::jitter::Jitter;
 use crate::Error;
@@ -72,6 +79,8 @@ pub use self::types::{
 /// ```
 pub struct CircuitBreaker {
     core: Mutex<Core>,
+    /// What the lock-free paths read and count; written by the lock holder.
+    fast: Fast,
     config: BreakerConfig,
     clock: SharedClock,
     jitter: Jitter,
@@ -86,8 +95,13 @@ impl CircuitBreaker {
     /// [`BreakerConfig`]).
     pub fn new(config: BreakerConfig, clock: SharedClock) -> Self {
         let config = config.normalized();
+        let now = clock.now();
+        let core = Core::new(&config, now);
+        let fast = Fast::new(now);
+        fast.publish(core.word(), None);
         CircuitBreaker {
-            core: Mutex::new(Core::new(&config, clock.now())),
+            core: Mutex::new(core),
+            fast,
             config,
             clock,
             jitter: Jitter::from_entropy(),
@@ -145,12 +159,27 @@ impl CircuitBreaker {
     /// wait and converts into an [`Error`] of kind `CircuitOpen`.
     #[inline]
     pub fn try_acquire(&self) -> Result<Permit<'_>, Rejected> {
-        let (result, transition) = {
-            let mut core = self.core.lock();
-            if let Some(grant) = core.try_grant_closed() {
+        match self
+            .fast
+            .try_acquire(self.config.open_timeout, || self.clock.now())
+        {
+            Quick::Granted(generation) => {
+                let grant = Grant {
+                    generation,
+                    probe: None,
+                };
                 return Ok(self.permit(grant));
             }
-            core.acquire(&self.config, self.clock.now())
+            Quick::Rejected(state, retry_after) => {
+                return Err(Rejected { state, retry_after });
+            }
+            Quick::Locked => {}
+        }
+        let (result, transition) = {
+            let mut core = self.core.lock();
+            let r = core.acquire(&self.config, &self.fast, self.clock.now());
+            self.publish(&core);
+            r
         };
         if let Some(t) = transition {
             self.announce(&t);
@@ -176,10 +205,30 @@ impl CircuitBreaker {
         }
     }
 
+    /// Republishes the lock holder's state for the lock-free paths.
+    fn publish(&self, core: &Core) {
+        self.fast.publish(core.word(), core.open_until());
+    }
+
     fn settle(&self, grant: Grant, outcome: Outcome) -> Verdict {
+        if outcome == Outcome::Success
+            && grant.probe.is_none()
+            && self.fast.try_success(grant.generation)
+        {
+            return Verdict::Counted;
+        }
         let (verdict, transition) = {
             let mut core = self.core.lock();
-            core.settle(&self.config, &self.jitter, &*self.clock, grant, outcome)
+            let r = core.settle(
+                &self.config,
+                &self.fast,
+                &self.jitter,
+                &*self.clock,
+                grant,
+                outcome,
+            );
+            self.publish(&core);
+            r
         };
         if let Some(t) = transition {
             self.announce(&t);
@@ -190,7 +239,7 @@ impl CircuitBreaker {
     /// The current state. An open period that has passed still shows as
     /// `Open` until the next [`CircuitBreaker::try_acquire`].
     pub fn state(&self) -> BreakerState {
-        self.core.lock().state
+        self.fast.state()
     }
 
     /// Consecutive failures counted in the current state.
@@ -200,21 +249,32 @@ impl CircuitBreaker {
 
     /// Consecutive successes counted in the current state (in half-open,
     /// the probes that succeeded so far).
+    ///
+    /// While closed, successes are counted without the lock: one that races
+    /// a failure or a state change on another thread is ordered before it,
+    /// but may still be added to this count after it (at most one per
+    /// racing thread, until the next failure or state change). The totals
+    /// of [`CircuitBreaker::snapshot`] are exact.
     pub fn success_count(&self) -> u32 {
-        self.core.lock().successes
+        self.core.lock().consecutive_successes(&self.fast)
     }
 
     /// The current generation: it grows by one on every state change and
     /// on every reset.
     pub fn generation(&self) -> u64 {
-        self.core.lock().generation
+        self.fast.generation()
     }
 
     /// Closes the breaker, clears its counts and its trip history (the next
     /// open lasts `open_timeout` again), and makes every outstanding permit
     /// stale. This is also how a forced-open breaker is released.
     pub fn reset(&self) {
-        let transition = self.core.lock().reset(self.clock.now());
+        let transition = {
+            let mut core = self.core.lock();
+            let t = core.reset(&self.fast, self.clock.now());
+            self.publish(&core);
+            t
+        };
         if let Some(t) = transition {
             self.announce(&t);
         }
@@ -223,16 +283,26 @@ impl CircuitBreaker {
     /// Opens the breaker until [`CircuitBreaker::reset`], whatever happens:
     /// for maintenance, or to drain traffic away from an endpoint.
     pub fn force_open(&self) {
-        let transition = self.core.lock().force_open(self.clock.now());
+        let transition = {
+            let mut core = self.core.lock();
+            let t = core.force_open(&self.fast, self.clock.now());
+            self.publish(&core);
+            t
+        };
         if let Some(t) = transition {
             self.announce(&t);
         }
     }
 
-    /// A consistent view of the state and of the counts since creation.
+    /// The state and the counts since creation, read under the lock.
+    ///
+    /// Closed-state grants and successes and rejected calls are counted
+    /// without the lock: the totals are exact for every call that has
+    /// returned, and a call still running on another thread may or may not
+    /// be in them yet.
     pub fn snapshot(&self) -> BreakerSnapshot {
         let now = self.clock.now();
-        self.core.lock().snapshot(now)
+        self.core.lock().snapshot(&self.fast, now)
     }
 
     /// One log line, then the listeners; called with the lock released.

@@ -3,10 +3,13 @@
 //! Every method runs inside the breaker's critical section, so each does a
 //! bounded amount of work and never calls out (no logging, no listeners):
 //! transitions are returned for the caller to announce after unlocking.
+//! The counts made without the lock live in [`Fast`]; [`Core::word`] is what
+//! the caller publishes there after each method.
 
 use std::time::{Duration, Instant};
 
 use super::config::BreakerConfig;
+use super::fast::{pack, Fast};
 use super::types::{
     BreakerSnapshot, BreakerState, Rejected, Transition, TransitionReason, Verdict,
 };
@@ -105,7 +108,12 @@ pub(crate) struct Core {
     pub(crate) state: BreakerState,
     pub(crate) generation: u64,
     pub(crate) failures: u32,
+    /// Consecutive successes counted under the lock; while closed, the
+    /// lock-free ones since `fast_base` are added (see
+    /// [`Core::consecutive_successes`]).
     pub(crate) successes: u32,
+    /// [`Fast::successes`] when the consecutive count last restarted.
+    fast_base: u64,
     /// Consecutive opens without closing in between (drives backoff).
     trips: u32,
     open_until: Instant,
@@ -124,6 +132,7 @@ impl Core {
             generation: 0,
             failures: 0,
             successes: 0,
+            fast_base: 0,
             trips: 0,
             open_until: now,
             open_for: Duration::ZERO,
@@ -138,7 +147,36 @@ impl Core {
         }
     }
 
-    /// The closed-state fast path: no clock read.
+    /// The word to publish in [`Fast`]: state, generation, and whether a
+    /// closed-state success may be counted without the lock (no failure
+    /// counted, no rate window to update).
+    pub(crate) fn word(&self) -> u64 {
+        let clean =
+            self.state == BreakerState::Closed && self.failures == 0 && self.window.is_none();
+        pack(self.state, self.generation, clean)
+    }
+
+    /// The end of the open period while open, for [`Fast::publish`].
+    pub(crate) fn open_until(&self) -> Option<Instant> {
+        (self.state == BreakerState::Open).then_some(self.open_until)
+    }
+
+    /// Consecutive successes in the current state. While closed, successes
+    /// counted without the lock are included; a failure always leaves 0
+    /// (successes that raced it are ordered before it).
+    pub(crate) fn consecutive_successes(&self, fast: &Fast) -> u32 {
+        if self.state != BreakerState::Closed {
+            return self.successes;
+        }
+        if self.failures > 0 {
+            return 0;
+        }
+        let lock_free = fast.successes().saturating_sub(self.fast_base);
+        let lock_free = u32::try_from(lock_free).unwrap_or(u32::MAX);
+        self.successes.saturating_add(lock_free)
+    }
+
+    /// The closed-state grant under the lock: no clock read.
     #[inline]
     pub(crate) fn try_grant_closed(&mut self) -> Option<Grant> {
         (self.state == BreakerState::Closed).then(|| {
@@ -153,6 +191,7 @@ impl Core {
     pub(crate) fn acquire(
         &mut self,
         config: &BreakerConfig,
+        fast: &Fast,
         now: Instant,
     ) -> (Result<Grant, Rejected>, Option<Transition>) {
         let mut transition = None;
@@ -171,6 +210,7 @@ impl Core {
                     return (Err(self.reject(left)), None);
                 }
                 transition = Some(self.enter(
+                    fast,
                     BreakerState::HalfOpen,
                     TransitionReason::OpenTimeoutElapsed,
                     now,
@@ -210,6 +250,7 @@ impl Core {
     pub(crate) fn settle(
         &mut self,
         config: &BreakerConfig,
+        fast: &Fast,
         jitter: &Jitter,
         clock: &dyn Clock,
         grant: Grant,
@@ -219,13 +260,15 @@ impl Core {
             return (self.stale(), None);
         }
         match (self.state, grant.probe) {
-            (BreakerState::Closed, None) => self.settle_closed(config, jitter, clock, outcome),
+            (BreakerState::Closed, None) => {
+                self.settle_closed(config, fast, jitter, clock, outcome)
+            }
             (BreakerState::HalfOpen, Some(id)) => {
                 let Some(pos) = self.probes.iter().position(|&(p, _)| p == id) else {
                     return (self.stale(), None); // reclaimed after probe_timeout
                 };
                 self.probes.swap_remove(pos);
-                self.settle_half_open(config, jitter, clock, outcome)
+                self.settle_half_open(config, fast, jitter, clock, outcome)
             }
             // Permits are never granted in these combinations; be safe anyway.
             _ => (self.stale(), None),
@@ -240,6 +283,7 @@ impl Core {
     fn settle_closed(
         &mut self,
         config: &BreakerConfig,
+        fast: &Fast,
         jitter: &Jitter,
         clock: &dyn Clock,
         outcome: Outcome,
@@ -259,6 +303,7 @@ impl Core {
                 self.counters.failures += 1;
                 self.failures = self.failures.saturating_add(1);
                 self.successes = 0;
+                self.fast_base = fast.successes();
                 true
             }
         };
@@ -283,13 +328,14 @@ impl Core {
         let now = now.unwrap_or_else(|| clock.now());
         (
             Verdict::Counted,
-            Some(self.open(config, jitter, now, reason)),
+            Some(self.open(config, fast, jitter, now, reason)),
         )
     }
 
     fn settle_half_open(
         &mut self,
         config: &BreakerConfig,
+        fast: &Fast,
         jitter: &Jitter,
         clock: &dyn Clock,
         outcome: Outcome,
@@ -301,7 +347,13 @@ impl Core {
             }
             Outcome::Failure => {
                 self.counters.failures += 1;
-                let t = self.open(config, jitter, clock.now(), TransitionReason::ProbeFailed);
+                let t = self.open(
+                    config,
+                    fast,
+                    jitter,
+                    clock.now(),
+                    TransitionReason::ProbeFailed,
+                );
                 (Verdict::Counted, Some(t))
             }
             Outcome::Success => {
@@ -312,6 +364,7 @@ impl Core {
                 }
                 self.trips = 0;
                 let t = self.enter(
+                    fast,
                     BreakerState::Closed,
                     TransitionReason::ProbesSucceeded,
                     clock.now(),
@@ -324,6 +377,7 @@ impl Core {
     fn open(
         &mut self,
         config: &BreakerConfig,
+        fast: &Fast,
         jitter: &Jitter,
         now: Instant,
         reason: TransitionReason,
@@ -339,18 +393,25 @@ impl Core {
         };
         self.open_until = now.checked_add(self.open_for).unwrap_or(now);
         self.counters.opens += 1;
-        let mut t = self.enter(BreakerState::Open, reason, now);
+        let mut t = self.enter(fast, BreakerState::Open, reason, now);
         t.open_for = Some(self.open_for);
         t
     }
 
     /// Moves to `to`, starting a new generation with fresh counts.
-    fn enter(&mut self, to: BreakerState, reason: TransitionReason, now: Instant) -> Transition {
+    fn enter(
+        &mut self,
+        fast: &Fast,
+        to: BreakerState,
+        reason: TransitionReason,
+        now: Instant,
+    ) -> Transition {
         let from = self.state;
         self.state = to;
         self.generation += 1;
         self.failures = 0;
         self.successes = 0;
+        self.fast_base = fast.successes();
         self.probes.clear();
         if let Some(w) = &mut self.window {
             w.clear();
@@ -368,38 +429,46 @@ impl Core {
     /// Closes and forgets the trip history. A transition is returned only
     /// if the state changed; the generation moves on in any case, so
     /// permits granted before the reset become stale.
-    pub(crate) fn reset(&mut self, now: Instant) -> Option<Transition> {
+    pub(crate) fn reset(&mut self, fast: &Fast, now: Instant) -> Option<Transition> {
         let from = self.state;
         self.trips = 0;
-        let t = self.enter(BreakerState::Closed, TransitionReason::Reset, now);
+        let t = self.enter(fast, BreakerState::Closed, TransitionReason::Reset, now);
         (from != BreakerState::Closed).then_some(t)
     }
 
-    pub(crate) fn force_open(&mut self, now: Instant) -> Option<Transition> {
+    pub(crate) fn force_open(&mut self, fast: &Fast, now: Instant) -> Option<Transition> {
         if self.state == BreakerState::ForcedOpen {
             return None;
         }
         self.counters.opens += 1;
-        Some(self.enter(BreakerState::ForcedOpen, TransitionReason::Forced, now))
+        Some(self.enter(
+            fast,
+            BreakerState::ForcedOpen,
+            TransitionReason::Forced,
+            now,
+        ))
     }
 
-    pub(crate) fn snapshot(&self, now: Instant) -> BreakerSnapshot {
+    /// The lock-free counts are added in: exact for every call that has
+    /// returned.
+    pub(crate) fn snapshot(&self, fast: &Fast, now: Instant) -> BreakerSnapshot {
         let open = self.state == BreakerState::Open;
         let c = &self.counters;
+        let f = fast.counts();
         BreakerSnapshot {
             state: self.state,
             generation: self.generation,
             consecutive_failures: self.failures,
-            consecutive_successes: self.successes,
+            consecutive_successes: self.consecutive_successes(fast),
             probes_in_flight: self.probes.len() as u32,
             open_for: open.then_some(self.open_for),
             retry_after: open.then(|| self.open_until.saturating_duration_since(now)),
-            calls: c.calls,
-            successes: c.successes,
+            calls: c.calls + f.calls,
+            successes: c.successes + f.successes,
             failures: c.failures,
             ignored: c.ignored,
             stale: c.stale,
-            rejections: c.rejections,
+            rejections: c.rejections + f.rejections,
             opens: c.opens,
             reclaimed: c.reclaimed,
         }

@@ -197,7 +197,9 @@ pub struct BreakerSnapshot {
     pub generation: u64,
     /// Consecutive failures counted in the current state.
     pub consecutive_failures: u32,
-    /// Consecutive successes counted in the current state.
+    /// Consecutive successes counted in the current state (see
+    /// [`CircuitBreaker::success_count`](crate::CircuitBreaker::success_count)
+    /// for how closed-state successes racing a failure are counted).
     pub consecutive_successes: u32,
     /// Half-open probes outstanding.
     pub probes_in_flight: u32,
