@@ -379,24 +379,7 @@ mod tests {
     use super::*;
     use crate::{Config, ErrorKind};
 
-    fn ok(raw: &str) -> Endpoint {
-        match Endpoint::parse("url", raw) {
-            Ok(e) => e,
-            Err(e) => panic!("{raw}: {e}"),
-        }
-    }
-
-    fn err(raw: &str) -> String {
-        match Endpoint::parse("REDIS_URL", raw) {
-            Ok(e) => panic!("{raw} parsed as {e}"),
-            Err(e) => {
-                assert_eq!(e.kind(), ErrorKind::Config);
-                let msg = e.to_string();
-                assert!(msg.starts_with("REDIS_URL: "), "{msg}");
-                msg
-            }
-        }
-    }
+    use crate::config::url::tests::{err, ok};
 
     fn spec(e: &Endpoint) -> &SentinelSpec {
         match &e.sentinel {

@@ -250,7 +250,7 @@ fn redact(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::ErrorKind;
 
@@ -263,14 +263,16 @@ mod tests {
         }
     }
 
-    fn ok(raw: &str) -> Endpoint {
+    /// `raw` parsed, or a panic naming it.
+    pub(in crate::config) fn ok(raw: &str) -> Endpoint {
         match Endpoint::parse("url", raw) {
             Ok(e) => e,
             Err(e) => panic!("{raw}: {e}"),
         }
     }
 
-    fn err(raw: &str) -> String {
+    /// The config error for `raw` given as `REDIS_URL`, checked to name it.
+    pub(in crate::config) fn err(raw: &str) -> String {
         match Endpoint::parse("REDIS_URL", raw) {
             Ok(e) => panic!("{raw} parsed as {e}"),
             Err(e) => {
