@@ -231,6 +231,11 @@ pub(crate) struct Consistency {
     /// Entries in all shards: 0 lets every call skip the locks.
     tracked: AtomicUsize,
     max_keys: usize,
+    /// Bytes the tracked keys take (their length plus [`KEY_OVERHEAD`]),
+    /// and the bound on it: the journal's share of the fallback's byte
+    /// bound (see [`journal_bytes`]).
+    key_bytes: AtomicUsize,
+    max_key_bytes: usize,
     mode: Reconcile,
     write_through: bool,
     has_secondary: bool,
@@ -249,9 +254,11 @@ impl std::fmt::Debug for Consistency {
 }
 
 impl Consistency {
-    /// State for a client tracking at most `max_keys` keys.
+    /// State for a client tracking at most `max_keys` keys taking at most
+    /// `max_key_bytes` bytes.
     pub(crate) fn new(
         max_keys: usize,
+        max_key_bytes: usize,
         mode: Reconcile,
         write_through: bool,
         has_secondary: bool,
@@ -261,6 +268,8 @@ impl Consistency {
             hasher: RandomState::new(),
             tracked: AtomicUsize::new(0),
             max_keys: max_keys.max(1),
+            key_bytes: AtomicUsize::new(0),
+            max_key_bytes: max_key_bytes.max(1),
             mode,
             write_through,
             has_secondary,
@@ -319,18 +328,22 @@ impl Consistency {
             ErrorKind::JournalFull,
             ErrorClass::Permanent,
             format!(
-                "not written: {what}, and the journal that keeps later reads from seeing older values is full ({} keys)",
-                self.max_keys
+                "not written: {what}, and the journal that keeps later reads from seeing older values is full ({} keys, {} bytes of keys at most)",
+                self.max_keys, self.max_key_bytes
             ),
         )
     }
 
     fn insert<'s>(&self, shard: &'s mut Shard, key: &[u8]) -> Option<&'s mut KeyState> {
         if !shard.contains_key(key) {
-            if self.len() >= self.max_keys {
+            let cost = key_cost(key);
+            if self.len() >= self.max_keys
+                || self.key_bytes.load(Ordering::Acquire).saturating_add(cost) > self.max_key_bytes
+            {
                 return None;
             }
             self.tracked.fetch_add(1, Ordering::AcqRel);
+            self.key_bytes.fetch_add(cost, Ordering::AcqRel);
             shard.insert(Arc::from(key), KeyState::default());
         }
         shard.get_mut(key)
@@ -340,6 +353,7 @@ impl Consistency {
         if shard.get(key).is_some_and(KeyState::is_clear) {
             shard.remove(key);
             self.tracked.fetch_sub(1, Ordering::AcqRel);
+            self.key_bytes.fetch_sub(key_cost(key), Ordering::AcqRel);
         }
     }
 
@@ -639,14 +653,23 @@ impl Consistency {
             .iter()
             .map(|&i| (i, self.shards[i].lock()))
             .collect();
-        let mut new_keys = 0usize;
+        let (mut new_keys, mut new_bytes) = (0usize, 0usize);
         for key in keys {
             let i = self.shard_of(key);
             if let Some((_, g)) = guards.iter().find(|(j, _)| *j == i) {
-                new_keys += usize::from(!g.contains_key(*key));
+                if !g.contains_key(*key) {
+                    new_keys += 1;
+                    new_bytes = new_bytes.saturating_add(key_cost(key));
+                }
             }
         }
-        if self.len().saturating_add(new_keys) > self.max_keys {
+        if self.len().saturating_add(new_keys) > self.max_keys
+            || self
+                .key_bytes
+                .load(Ordering::Acquire)
+                .saturating_add(new_bytes)
+                > self.max_key_bytes
+        {
             return Err(self.journal_full("redis is unavailable"));
         }
         for key in keys {
@@ -836,6 +859,21 @@ impl Consistency {
             self.remove_if_clear(&mut shard, &p.key);
         }
     }
+}
+
+/// What one tracked key costs against the journal's byte bound, beyond
+/// its own bytes: the map slot, the shared pointer and the state.
+pub(crate) const KEY_OVERHEAD: usize = 96;
+
+fn key_cost(key: &[u8]) -> usize {
+    key.len().saturating_add(KEY_OVERHEAD)
+}
+
+/// The journal's share of the fallback's byte bound: a quarter. The memory
+/// store gets the rest, so that the store's values and the journal's keys
+/// together stay within `fallback_max_bytes`.
+pub(crate) fn journal_bytes(fallback_max_bytes: usize) -> usize {
+    (fallback_max_bytes / 4).max(1)
 }
 
 /// `ttl` in whole milliseconds, at least 1 (a `PX 0` is an error).

@@ -525,3 +525,63 @@ fn stats_export_as_prometheus_text() {
     }
     assert!(!text.contains("***"));
 }
+
+/// Issue #11: with the default fallback, an `INCR` whose reply was lost
+/// after it ran on Redis is not answered from the (empty) memory store:
+/// the caller gets the error saying it may have run, and the count on
+/// Redis goes on from where it was.
+#[test]
+fn incr_is_never_answered_from_memory() {
+    let server = RedisServer::new();
+    let proxy = FaultProxy::new(server.addr());
+    let client = Client::new(fast(&proxy.url()).build().unwrap()).unwrap();
+    for _ in 0..1000 {
+        client.incr("counter", 1).unwrap();
+    }
+    proxy.cut_next_request();
+    let err = client.incr("counter", 1).unwrap_err();
+    assert!(err.may_have_executed(), "{err}");
+    // Redis down: an error, never a count computed in memory.
+    proxy.set_mode(Mode::Refuse);
+    proxy.reset_all();
+    let err = client.incr("counter", 1).unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    proxy.set_mode(Mode::PassThrough);
+    assert_eq!(client.incr("counter", 1).unwrap(), 1002);
+}
+
+/// Issue #11: in write-through mode the memory copy keeps the TTL the
+/// write gave it; a read from Redis does not renew it with the default.
+#[test]
+fn write_through_keeps_the_written_ttl() {
+    let server = RedisServer::new();
+    let proxy = FaultProxy::new(server.addr());
+    let clock = ManualClock::new();
+    let client = Client::builder(
+        fast(&proxy.url())
+            .fallback_mode(FallbackMode::WriteThrough)
+            .default_ttl(Some(Duration::from_secs(3600)))
+            .failure_threshold(1)
+            .build()
+            .unwrap(),
+    )
+    .clock(clock.shared())
+    .build()
+    .unwrap();
+    client.set_ex("short", "v", ms(800)).unwrap();
+    assert_eq!(
+        client.get::<_, String>("short").unwrap().as_deref(),
+        Some("v")
+    );
+    proxy.set_mode(Mode::Refuse);
+    proxy.reset_all();
+    // Served from memory while the copy lives...
+    assert_eq!(
+        client.get::<_, String>("short").unwrap().as_deref(),
+        Some("v")
+    );
+    assert!(client.stats().fallback_reads >= 1);
+    // ...and gone once the 800 ms are over, as on Redis.
+    clock.advance(Duration::from_millis(1500));
+    assert_eq!(client.get::<_, String>("short").unwrap(), None);
+}

@@ -582,3 +582,43 @@ fn a_dead_idle_connection_does_not_fail_the_probe() {
     assert!(!client.stats().failover_active);
     assert!(fake.count_of("PING") > pings);
 }
+
+/// Issue #11: a `SET` made through `execute` while failed over is tracked
+/// like one made through `set`: after the restore the primary never serves
+/// the value from before the failover.
+#[test]
+fn a_write_through_execute_is_not_lost_on_restore() {
+    let fake = FakeRedis::new();
+    let secondary = RedisServer::new();
+    let clock = ManualClock::new();
+    let (rec, rx) = Recorder::new();
+    let config = fast(&fake.url(), &secondary.url())
+        .success_threshold(1)
+        .failover_cooldown(Duration::from_secs(1))
+        .failover_grace(ms(1))
+        .build()
+        .unwrap();
+    let client = Client::builder(config)
+        .clock(clock.shared())
+        .listener(rec.clone())
+        .build()
+        .unwrap();
+    client.set("k", "old").unwrap();
+    fake.rate_limit_after(0);
+    let _: () = client
+        .execute(redis::cmd("SET").arg("k").arg("new"))
+        .unwrap();
+    assert!(client.stats().failover_active);
+    fake.stop_rate_limiting();
+    clock.advance(Duration::from_secs(60));
+    client.probe_primary();
+    wait_for(&rx, is_restored);
+    let got: Option<String> = client.get("k").unwrap();
+    assert_ne!(
+        got.as_deref(),
+        Some("old"),
+        "the pre-failover value came back"
+    );
+    let raw: Option<String> = client.execute(redis::cmd("GET").arg("k")).unwrap();
+    assert_ne!(raw.as_deref(), Some("old"));
+}

@@ -145,10 +145,19 @@ impl Inner {
         reconcile_mode: Reconcile,
         listeners: Arc<Listeners>,
     ) -> Inner {
-        let memory = (config.fallback_mode != FallbackMode::Disabled)
-            .then(|| MemoryStore::from_config(&config, clock.clone()));
+        // The journal's keys count in the fallback's byte bound: it gets a
+        // share of it, the store the rest.
+        let journal_bytes = crate::consistency::journal_bytes(config.fallback_max_bytes);
+        let memory = (config.fallback_mode != FallbackMode::Disabled).then(|| {
+            MemoryStore::new(
+                config.fallback_max_entries,
+                config.fallback_max_bytes.saturating_sub(journal_bytes),
+                clock.clone(),
+            )
+        });
         let consistency = Consistency::new(
             config.fallback_max_entries,
+            journal_bytes,
             reconcile_mode,
             config.fallback_mode == FallbackMode::WriteThrough,
             router.as_ref().is_some_and(|r| r.secondary.is_some()),

@@ -184,7 +184,11 @@ impl ConfigBuilder {
         self
     }
 
-    /// Most bytes (keys plus values) in the in-memory store. Defaults to 64 MiB.
+    /// Most bytes the in-memory fallback takes: the store's keys and values,
+    /// and the journal's keys (a quarter of the bound is kept for those; a
+    /// write that would not fit in the journal is refused with
+    /// [`ErrorKind::JournalFull`](crate::ErrorKind::JournalFull)). Defaults
+    /// to 64 MiB.
     pub fn fallback_max_bytes(mut self, v: usize) -> Self {
         self.config.fallback_max_bytes = v;
         self

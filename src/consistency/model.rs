@@ -135,7 +135,7 @@ fn parse(v: &[u8]) -> u64 {
 impl World {
     pub(crate) fn new(mode: Reconcile, write_through: bool, has_secondary: bool) -> World {
         World {
-            cons: Consistency::new(MAX_KEYS, mode, write_through, has_secondary),
+            cons: Consistency::new(MAX_KEYS, usize::MAX, mode, write_through, has_secondary),
             memory: MemoryStore::new(100, 1 << 20, ManualClock::new().shared()),
             redis: [HashMap::new(), HashMap::new()],
             up: [true, true],

@@ -116,3 +116,36 @@ fn model_catches_a_missing_invalidation() {
     world.run(&read);
     assert_eq!(violations(&world.history).len(), 1, "{:?}", world.history);
 }
+
+/// The journal's keys count against its byte bound: a write whose key would
+/// not fit is refused (nothing written), one that fits is journaled.
+#[test]
+fn journal_keys_are_bounded_in_bytes() {
+    use super::{journal_bytes, Consistency, KEY_OVERHEAD};
+    use crate::clock::ManualClock;
+    use crate::error::ErrorKind;
+    use crate::fallback::{JournalOp, MemoryStore};
+
+    let budget = journal_bytes(4 * (2 * KEY_OVERHEAD + 1050));
+    let cons = Consistency::new(100, budget, Reconcile::Invalidate, false, false);
+    let memory = MemoryStore::new(100, 1 << 20, ManualClock::new().shared());
+    let big = vec![b'k'; 1000];
+    let write = |key: &[u8]| {
+        let keys: [&[u8]; 1] = [key];
+        cons.write_to_memory(&keys, JournalOp::Set, &memory, |m| {
+            let _ = m.set(key, b"v", None);
+            Ok(())
+        })
+    };
+    assert!(write(&big).is_ok());
+    assert!(write(b"small").is_ok(), "a small key still fits");
+    let mut other = big.clone();
+    other[0] = b'x';
+    let refused = write(&other).err().map(|e| e.kind());
+    assert_eq!(refused, Some(ErrorKind::JournalFull));
+    assert!(
+        memory.get(&other).is_none(),
+        "a refused write is not stored"
+    );
+    assert_eq!(cons.refused(), 1);
+}
