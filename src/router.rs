@@ -152,10 +152,12 @@ impl RedisEndpoint {
         if let Some(s) = self.sentinel().filter(|s| s.doubtful()) {
             // A READONLY or a failed connect put the master in doubt: ask
             // the sentinels before lending a connection that may go to the
-            // old one (at most one caller asks; the others go on).
+            // old one. One discovery at a time: a caller that finds one
+            // under way (another caller's, or the watcher thread's) waits
+            // for its answer rather than going on to the old master.
             // Within one connect timeout (counted in `Config::call_bound`).
             let limit = crate::clock::saturating_add(s.now(), s.connect_timeout);
-            let _ = s.refresh(deadline.map_or(limit, |d| d.min(limit)), true);
+            let _ = s.refresh(deadline.map_or(limit, |d| d.min(limit)), false);
             self.follow_master();
         }
         // The call deadline shortens the checkout and caps the socket

@@ -146,14 +146,17 @@ fn watch_one(
         "sentinel watcher: subscribed to +switch-master on {name} for '{}'",
         topology.service()
     );
-    // Catch up with a switch published while nobody listened.
-    let _ = topology.refresh(deadline(topology), true);
+    // Catch up with a switch published while nobody listened, until a
+    // discovery answers: one that failed (dead sentinels listed first used
+    // up its time) or found another under way must not leave a switch
+    // published before this subscription unseen.
+    let mut caught_up = false;
     loop {
         if stopping(stopped) {
             return Ok(());
         }
-        if topology.in_doubt() {
-            let _ = topology.refresh(deadline(topology), true);
+        if !caught_up || topology.in_doubt() {
+            caught_up = topology.refresh(deadline(topology), true).is_ok();
         }
         match pubsub.get_message() {
             Ok(msg) => {
