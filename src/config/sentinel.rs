@@ -80,20 +80,8 @@ pub(crate) fn parse(label: &str, raw: &str) -> Result<Endpoint, Error> {
         Some((r, f)) => (r, Some(f)),
         None => (rest, None),
     };
-    let insecure_fragment = match fragment {
-        None | Some("") => false,
-        Some("insecure") if tls => true,
-        Some("insecure") => {
-            return Err(Error::config(format!(
-                "{label}: #insecure only applies to rediss+sentinel:// URLs"
-            )))
-        }
-        Some(_) => {
-            return Err(Error::config(format!(
-            "{label}: unknown URL fragment; only #insecure (with rediss+sentinel://) is accepted"
-        )))
-        }
-    };
+    let insecure_fragment =
+        super::url::insecure_fragment(label, fragment, tls, "rediss+sentinel://")?;
     if rest.contains('?') {
         return Err(Error::config(format!(
             "{label}: query parameters are not supported; set options through the builder or environment"

@@ -106,20 +106,7 @@ impl Endpoint {
             )));
         }
 
-        let insecure_fragment = match url.fragment() {
-            None | Some("") => false,
-            Some("insecure") if tls => true,
-            Some("insecure") => {
-                return Err(Error::config(format!(
-                    "{label}: #insecure only applies to rediss:// URLs"
-                )))
-            }
-            Some(_) => {
-                return Err(Error::config(format!(
-                    "{label}: unknown URL fragment; only #insecure (with rediss://) is accepted"
-                )))
-            }
-        };
+        let insecure_fragment = insecure_fragment(label, url.fragment(), tls, "rediss://")?;
 
         let username = decode(label, "username", url.username())?;
         let password = match url.password() {
@@ -247,6 +234,27 @@ fn redact(
         s.push_str("#insecure");
     }
     s
+}
+
+/// Whether a URL's fragment asks for `#insecure` (TLS verification off),
+/// which only a TLS scheme (`tls_scheme`, for the message) accepts; any
+/// other fragment is an error naming `label`.
+pub(super) fn insecure_fragment(
+    label: &str,
+    fragment: Option<&str>,
+    tls: bool,
+    tls_scheme: &str,
+) -> Result<bool, Error> {
+    match fragment {
+        None | Some("") => Ok(false),
+        Some("insecure") if tls => Ok(true),
+        Some("insecure") => Err(Error::config(format!(
+            "{label}: #insecure only applies to {tls_scheme} URLs"
+        ))),
+        Some(_) => Err(Error::config(format!(
+            "{label}: unknown URL fragment; only #insecure (with {tls_scheme}) is accepted"
+        ))),
+    }
 }
 
 #[cfg(test)]
