@@ -540,6 +540,27 @@ fn without_a_secondary_a_quota_cooldown_keeps_calls_off_the_primary() {
     assert_eq!(client.stats().errors(), incr_refused as u64);
 }
 
+/// A client on a manual clock that restores the primary after one good
+/// probe, a second of cooldown and no grace to speak of; with the channel
+/// of its events.
+fn restoring_quickly(primary: &str, secondary: &str) -> (Client, ManualClock, Receiver<Event>) {
+    let clock = ManualClock::new();
+    let (rec, rx) = Recorder::new();
+    let config = fast(primary, secondary)
+        .success_threshold(1)
+        .health_check_interval(Duration::from_secs(30))
+        .failover_cooldown(Duration::from_secs(1))
+        .failover_grace(ms(1))
+        .build()
+        .unwrap();
+    let client = Client::builder(config)
+        .clock(clock.shared())
+        .listener(rec)
+        .build()
+        .unwrap();
+    (client, clock, rx)
+}
+
 /// Issue #11: an idle connection to the primary that died during failover
 /// (reset by a load balancer) fails its health check, but the server is
 /// back: the probe asks a freshly dialled connection instead of counting
@@ -549,20 +570,7 @@ fn a_dead_idle_connection_does_not_fail_the_probe() {
     let fake = FakeRedis::new();
     let proxy = FaultProxy::new(fake.addr());
     let secondary = RedisServer::new();
-    let clock = ManualClock::new();
-    let (rec, rx) = Recorder::new();
-    let config = fast(&proxy.url(), &secondary.url())
-        .success_threshold(1)
-        .health_check_interval(Duration::from_secs(30))
-        .failover_cooldown(Duration::from_secs(1))
-        .failover_grace(ms(1))
-        .build()
-        .unwrap();
-    let client = Client::builder(config)
-        .clock(clock.shared())
-        .listener(rec.clone())
-        .build()
-        .unwrap();
+    let (client, clock, rx) = restoring_quickly(&proxy.url(), &secondary.url());
     client.set("k", "1").unwrap();
     // The quota runs out: calls fail over, the primary's connection stays
     // in its pool.
@@ -590,19 +598,7 @@ fn a_dead_idle_connection_does_not_fail_the_probe() {
 fn a_write_through_execute_is_not_lost_on_restore() {
     let fake = FakeRedis::new();
     let secondary = RedisServer::new();
-    let clock = ManualClock::new();
-    let (rec, rx) = Recorder::new();
-    let config = fast(&fake.url(), &secondary.url())
-        .success_threshold(1)
-        .failover_cooldown(Duration::from_secs(1))
-        .failover_grace(ms(1))
-        .build()
-        .unwrap();
-    let client = Client::builder(config)
-        .clock(clock.shared())
-        .listener(rec.clone())
-        .build()
-        .unwrap();
+    let (client, clock, rx) = restoring_quickly(&fake.url(), &secondary.url());
     client.set("k", "old").unwrap();
     fake.rate_limit_after(0);
     let _: () = client
