@@ -510,10 +510,9 @@ fn discovers_the_master_with_the_first_sentinel_down_and_learns_the_others() {
     assert_eq!(client.stats().endpoints[0].master_switches, 1);
 }
 
-#[test]
-fn graceful_failover_under_load() {
-    let _heavy = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
-    let mut cluster = SentinelCluster::start();
+/// A client with the default fallback and one with it off (keys prefixed
+/// apart), each with its event log, both already talking to the master.
+fn both_clients(cluster: &SentinelCluster) -> (Client, Arc<EventLog>, Client, Arc<EventLog>) {
     let t0 = Instant::now();
     let log = EventLog::new(t0);
     let client = Client::builder(fast(&cluster.url()).build().unwrap())
@@ -533,6 +532,14 @@ fn graceful_failover_under_load() {
     .unwrap();
     client.set("probe", "x").unwrap();
     off.set("probe", "x").unwrap();
+    (client, log, off, off_log)
+}
+
+#[test]
+fn graceful_failover_under_load() {
+    let _heavy = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cluster = SentinelCluster::start();
+    let (client, log, off, off_log) = both_clients(&cluster);
 
     // Both clients under load at once through the same failover.
     let off_run = {
@@ -596,25 +603,7 @@ fn load_only(client: &Client, log: &Arc<EventLog>) -> History {
 fn killed_master_under_load() {
     let _heavy = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
     let mut cluster = SentinelCluster::start();
-    let t0 = Instant::now();
-    let log = EventLog::new(t0);
-    let client = Client::builder(fast(&cluster.url()).build().unwrap())
-        .listener(log.clone())
-        .build()
-        .unwrap();
-    let off_log = EventLog::new(t0);
-    let off = Client::builder(
-        fast(&cluster.url())
-            .fallback_mode(FallbackMode::Disabled)
-            .key_prefix("off:")
-            .build()
-            .unwrap(),
-    )
-    .listener(off_log.clone())
-    .build()
-    .unwrap();
-    client.set("probe", "x").unwrap();
-    off.set("probe", "x").unwrap();
+    let (client, log, off, off_log) = both_clients(&cluster);
     let off_run = {
         let off = off.clone();
         let off_log = off_log.clone();
