@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::breaker::BreakerState;
 use crate::error::{Error, ErrorClass};
 
+pub(crate) mod call_timer;
 mod histogram;
 mod prometheus;
 

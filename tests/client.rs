@@ -585,3 +585,35 @@ fn write_through_keeps_the_written_ttl() {
     clock.advance(Duration::from_millis(1500));
     assert_eq!(client.get::<_, String>("short").unwrap(), None);
 }
+
+/// Calls to the primary that ended `ok` and took more than 250 ms, per the
+/// duration histogram.
+fn slow_ok_calls(client: &Client) -> u64 {
+    let quarter = resilient_redis::DurationHistogram::bounds()
+        .position(|b| (b - 0.25).abs() < 1e-12)
+        .unwrap();
+    client
+        .stats()
+        .request_duration
+        .iter()
+        .find(|h| (h.endpoint, h.outcome) == ("primary", "ok"))
+        .map_or(0, |h| h.count - h.cumulative[quarter])
+}
+
+/// The duration histogram shares the call path's clock reads (the call's
+/// start, its connection's return to the pool) instead of reading its own:
+/// a call the server holds for 300 ms (`DEBUG SLEEP`) must still land
+/// above 250 ms.
+#[test]
+fn the_duration_histogram_counts_a_slow_call_as_slow() {
+    let server = RedisServer::new();
+    let config = fast(&server.url()).socket_timeout(ms(5_000)).build().unwrap();
+    let client = Client::new(config).unwrap();
+    client.set("k", "v").unwrap();
+    let _: Option<String> = client.get("k").unwrap();
+    let before = slow_ok_calls(&client);
+    client
+        .execute::<()>(redis::cmd("DEBUG").arg("SLEEP").arg("0.3"))
+        .unwrap();
+    assert_eq!(slow_ok_calls(&client), before + 1);
+}

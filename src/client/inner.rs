@@ -23,6 +23,7 @@ use crate::pool::{CloseReason, PoolListener, PooledConnection};
 use crate::retry::{Retrier, RetryObserver};
 use crate::router::prober::Prober;
 use crate::router::{Role, Router, Switch};
+use crate::stats::call_timer::CallTimer;
 use crate::stats::{CallEndpoint, CallOutcome, Counters};
 use crate::topology::{MasterSwitch, TopologyListener};
 
@@ -204,10 +205,10 @@ impl Inner {
         redis_op: impl FnMut(&mut PooledConnection) -> RedisResult<T>,
         fallback: Fallback<impl FnOnce(&MemoryStore) -> Result<T, Error>>,
     ) -> Result<T, Error> {
-        let start = self.clock.now();
+        let timer = CallTimer::start(&*self.clock);
         let (result, from_memory) =
             self.cache_op_untimed(keys, access, idempotent, mirror, redis_op, fallback);
-        self.record_duration(start, result.is_ok(), from_memory);
+        self.record_duration(timer, result.is_ok(), from_memory);
         result
     }
 
@@ -249,8 +250,8 @@ impl Inner {
     /// Counts one call in the duration histogram: by the endpoint calls
     /// go to when it ends (`memory` for a memory-only client) and how it
     /// ended.
-    fn record_duration(&self, start: std::time::Instant, ok: bool, from_memory: bool) {
-        let took = self.clock.now().saturating_duration_since(start);
+    fn record_duration(&self, timer: CallTimer, ok: bool, from_memory: bool) {
+        let took = timer.finish(&*self.clock);
         let endpoint = match &self.router {
             None => CallEndpoint::Memory,
             Some(r) if r.active().role == Role::Secondary => CallEndpoint::Secondary,
@@ -360,7 +361,7 @@ impl Inner {
         mut op: impl FnMut(&mut PooledConnection) -> RedisResult<T>,
     ) -> Result<T, Error> {
         Counters::bump(&self.counters.requests);
-        let start = self.clock.now();
+        let timer = CallTimer::start(&*self.clock);
         let result = match keys {
             CommandKeys::Known { keys, read_only } => {
                 let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
@@ -389,7 +390,7 @@ impl Inner {
                 result
             }
         };
-        self.record_duration(start, result.is_ok(), false);
+        self.record_duration(timer, result.is_ok(), false);
         result.map_err(|e| self.fail(e))
     }
 

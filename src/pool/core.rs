@@ -207,6 +207,18 @@ impl<M: Manage> Shared<M> {
         deadline: Instant,
         wait: bool,
     ) -> Result<(Entry<M::Conn>, bool), Error> {
+        self.checkout_at(self.clock.now(), deadline, wait)
+    }
+
+    /// [`Shared::checkout`] that began at `now` (the caller's clock read,
+    /// so that a call reads the clock once for its checkout: see
+    /// [`crate::stats::call_timer`]).
+    pub(crate) fn checkout_at(
+        &self,
+        mut now: Instant,
+        deadline: Instant,
+        wait: bool,
+    ) -> Result<(Entry<M::Conn>, bool), Error> {
         let mut counted_wait = false;
         loop {
             let step = {
@@ -238,7 +250,10 @@ impl<M: Manage> Shared<M> {
                         bump(&self.counters.waits);
                     }
                     match self.wait_for(id, &rx, deadline) {
-                        Some(grant) => grant,
+                        Some(grant) => {
+                            now = self.clock.now();
+                            grant
+                        }
                         None => {
                             bump(&self.counters.wait_timeouts);
                             return Err(self.pool_timeout(self.settings.checkout_timeout));
@@ -250,13 +265,14 @@ impl<M: Manage> Shared<M> {
                 Grant::Conn(entry) => {
                     // An expired or dead connection is replaced invisibly:
                     // loop and take the next one, or dial.
-                    if let Some(entry) = self.validate(entry, deadline) {
+                    if let Some(entry) = self.validate(entry, deadline, now) {
                         bump(&self.counters.checkouts);
                         return Ok((entry, true));
                     }
                     // A failed health check may have used up the time: do
                     // not PING the next idle connection past the deadline.
-                    if self.clock.now() >= deadline {
+                    now = self.clock.now();
+                    if now >= deadline {
                         bump(&self.counters.wait_timeouts);
                         return Err(self.pool_timeout(self.settings.checkout_timeout));
                     }
@@ -367,8 +383,13 @@ impl<M: Manage> Shared<M> {
 
     /// Checks an idle connection before handing it out; closes it and
     /// returns `None` when it is expired, broken or fails its health check.
-    fn validate(&self, mut entry: Entry<M::Conn>, deadline: Instant) -> Option<Entry<M::Conn>> {
-        let now = self.clock.now();
+    /// `now` was read when the checkout began or last waited.
+    fn validate(
+        &self,
+        mut entry: Entry<M::Conn>,
+        deadline: Instant,
+        now: Instant,
+    ) -> Option<Entry<M::Conn>> {
         let idle_for = now.saturating_duration_since(entry.last_used);
         let reason = if self.is_retired(&entry) {
             Some(CloseReason::Retired)
@@ -480,6 +501,9 @@ impl<M: Manage> Shared<M> {
     /// front waiter), or closed when it is broken or past its lifetime.
     pub(crate) fn checkin(&self, mut entry: Entry<M::Conn>, broken: bool) {
         let now = self.clock.now();
+        // The end of the call this connection served, for the duration
+        // histogram (which thereby reads no clock of its own).
+        crate::stats::call_timer::checked_in(now);
         let reason = if broken || self.manager.is_broken(&entry.conn) {
             Some(CloseReason::Broken)
         } else if self.is_retired(&entry) {

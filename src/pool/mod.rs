@@ -166,13 +166,17 @@ impl Pool {
         &self,
         deadline: Option<Instant>,
     ) -> Result<PooledConnection, Error> {
-        let Some(deadline) = deadline else {
-            return self.get();
-        };
-        let now = self.shared.clock.now();
+        // The call's first checkout reuses the clock read that started the
+        // call (see `stats::call_timer`).
+        let now = crate::stats::call_timer::checkout_now(&*self.shared.clock);
         let own = deadline_after(now, self.shared.settings.checkout_timeout);
-        let mut conn = self.get_deadline(deadline.min(own))?;
-        conn.cap_io_timeout(deadline.saturating_duration_since(self.shared.clock.now()))?;
+        let (entry, reused) =
+            self.shared
+                .checkout_at(now, deadline.map_or(own, |d| d.min(own)), true)?;
+        let mut conn = self.lend(entry, reused);
+        if let Some(deadline) = deadline {
+            conn.cap_io_timeout(deadline.saturating_duration_since(self.shared.clock.now()))?;
+        }
         Ok(conn)
     }
 
@@ -188,14 +192,18 @@ impl Pool {
 
     fn checkout(&self, deadline: Instant, wait: bool) -> Result<PooledConnection, Error> {
         let (entry, reused) = self.shared.checkout(deadline, wait)?;
+        Ok(self.lend(entry, reused))
+    }
+
+    fn lend(&self, entry: Entry<Connection>, reused: bool) -> PooledConnection {
         let socket_timeout = self.shared.manager.socket_timeout;
-        Ok(PooledConnection {
+        PooledConnection {
             shared: self.shared.clone(),
             entry: Some(entry),
             broken: false,
             reused,
             io_timeout: socket_timeout,
-        })
+        }
     }
 
     /// A snapshot of how many connections are idle, in use and connecting.

@@ -79,8 +79,17 @@ impl Histogram {
     /// Counts one call. Relaxed atomics: a snapshot may see a bucket
     /// without its sum for an instant, never a torn count.
     pub(crate) fn record(&self, endpoint: CallEndpoint, outcome: CallOutcome, took: Duration) {
-        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
-        let bucket = BOUNDS_NS.partition_point(|&bound| bound < ns);
+        // u64 arithmetic (`as_nanos` is u128), saturating past 584 years.
+        let ns = took
+            .as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(took.subsec_nanos()));
+        // A linear scan: most calls end in the first buckets, where it
+        // stops after a compare or two (a binary search always takes five).
+        let bucket = BOUNDS_NS
+            .iter()
+            .position(|&bound| ns <= bound)
+            .unwrap_or(BOUNDS_NS.len());
         let series = &self.series[endpoint as usize][outcome as usize];
         if let Some(count) = series.buckets.get(bucket) {
             count.fetch_add(1, Ordering::Relaxed);
