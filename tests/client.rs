@@ -607,7 +607,10 @@ fn slow_ok_calls(client: &Client) -> u64 {
 #[test]
 fn the_duration_histogram_counts_a_slow_call_as_slow() {
     let server = RedisServer::new();
-    let config = fast(&server.url()).socket_timeout(ms(5_000)).build().unwrap();
+    let config = fast(&server.url())
+        .socket_timeout(ms(5_000))
+        .build()
+        .unwrap();
     let client = Client::new(config).unwrap();
     client.set("k", "v").unwrap();
     let _: Option<String> = client.get("k").unwrap();

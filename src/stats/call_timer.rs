@@ -19,8 +19,9 @@
 //! bucket (50 µs).
 //!
 //! Calls nest on one thread (a `get_or_load` loader may call the client):
-//! each timer saves the cells on start and restores them on finish, so an
-//! inner call's checkin never ends the outer call.
+//! each timer saves the cells on start and restores them when dropped
+//! (after `finish`, or during a panic), so an inner call's checkin never
+//! ends the outer call and no stale start outlives its call.
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
@@ -35,7 +36,7 @@ thread_local! {
 }
 
 /// Times one call on this thread; see the module docs.
-#[must_use = "a started timer restores the thread's cells only in finish"]
+#[must_use = "a timer measures nothing until finish"]
 pub(crate) struct CallTimer {
     start: Instant,
     /// The enclosing call's cells, put back by `finish`.
@@ -53,10 +54,20 @@ impl CallTimer {
     /// How long the call took: to its last checkin, or to now (read from
     /// `clock`) when it checked nothing in.
     pub(crate) fn finish(self, clock: &dyn Clock) -> Duration {
-        START.set(self.outer.0);
-        let end = END.replace(self.outer.1);
-        end.unwrap_or_else(|| clock.now())
+        END.get()
+            .unwrap_or_else(|| clock.now())
             .saturating_duration_since(self.start)
+        // Dropped here: the cells are restored.
+    }
+}
+
+impl Drop for CallTimer {
+    /// Puts the enclosing call's cells back, also when a panic (a user's
+    /// loader, a user's `FromRedisValue`) unwinds through the call, so
+    /// that no later checkout on this thread takes a stale start.
+    fn drop(&mut self) {
+        START.set(self.outer.0);
+        END.set(self.outer.1);
     }
 }
 
@@ -102,6 +113,19 @@ mod tests {
         assert_eq!(timer.finish(&clock), ms(7));
         // Nothing is left behind for the next call's checkout.
         clock.advance(ms(1));
+        assert_eq!(checkout_now(&clock), clock.now());
+    }
+
+    #[test]
+    fn a_panicking_call_leaves_no_stale_start_behind() {
+        let clock = ManualClock::new();
+        let c = clock.clone();
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let _timer = CallTimer::start(&c);
+            panic!("a user's loader panicked");
+        }));
+        assert!(unwound.is_err());
+        clock.advance(ms(9));
         assert_eq!(checkout_now(&clock), clock.now());
     }
 
