@@ -231,6 +231,9 @@ impl Retrier {
                     if !delay.is_zero() {
                         self.clock.sleep(delay);
                     }
+                    // The call goes on past its last checkin: that checkin
+                    // no longer ends it (the next attempt may not reach one).
+                    crate::stats::call_timer::resumed();
                 }
                 Err(reason) => {
                     if reason == GiveUp::Budget {

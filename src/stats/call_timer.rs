@@ -10,10 +10,13 @@
 //!   leaves that instant for the call's first checkout
 //!   ([`checkout_now`]), which would otherwise read the clock itself;
 //! - the pool reports each checkin's instant ([`checked_in`]), and
-//!   [`CallTimer::finish`] takes the last one as the call's end.
+//!   [`CallTimer::finish`] takes the last one as the call's end, unless the
+//!   call went on after it: a later checkout or a retry ([`resumed`])
+//!   forgets it.
 //!
-//! A call that never checked a connection back in (served from memory,
-//! failed before a checkout) reads the clock at the end instead. The
+//! A call that did not end at a checkin (served from memory, failed before
+//! a checkout, a failed checkout after a backoff) reads the clock at the
+//! end instead. The
 //! measured duration stops when the connection went back to the pool: the
 //! reply is decoded a few hundred nanoseconds later, far below the first
 //! bucket (50 µs).
@@ -73,8 +76,17 @@ impl Drop for CallTimer {
 
 /// "Now" for a checkout: the running call's start when this is its first
 /// checkout (read moments ago, nothing waited since), else `clock.now()`.
+/// The call goes on: an earlier checkin no longer ends it.
 pub(crate) fn checkout_now(clock: &dyn Clock) -> Instant {
+    END.set(None);
     START.take().unwrap_or_else(|| clock.now())
+}
+
+/// The running call goes on after its last checkin (a retry's backoff, a
+/// next attempt that may fail before any checkout): it ends at its next
+/// checkin, or when it finishes.
+pub(crate) fn resumed() {
+    END.set(None);
 }
 
 /// A connection went back to the pool at `now` (the pool's read).
@@ -114,6 +126,26 @@ mod tests {
         // Nothing is left behind for the next call's checkout.
         clock.advance(ms(1));
         assert_eq!(checkout_now(&clock), clock.now());
+    }
+
+    #[test]
+    fn a_retried_call_ends_after_its_backoff_even_without_a_checkin() {
+        let clock = ManualClock::new();
+        let timer = CallTimer::start(&clock);
+        let _ = checkout_now(&clock);
+        clock.advance(ms(2));
+        checked_in(clock.now());
+        // Backoff, then an attempt the open breaker refuses (no checkout).
+        clock.advance(ms(100));
+        resumed();
+        assert_eq!(timer.finish(&clock), ms(102));
+        // A checkout that fails (no checkin) does not end the call early.
+        let timer = CallTimer::start(&clock);
+        let _ = checkout_now(&clock);
+        checked_in(clock.now());
+        let _ = checkout_now(&clock);
+        clock.advance(ms(30));
+        assert_eq!(timer.finish(&clock), ms(30));
     }
 
     #[test]
