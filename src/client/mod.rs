@@ -2,6 +2,7 @@
 //! in-memory fallback.
 
 mod cache;
+mod cluster;
 mod commands;
 mod failover;
 mod health;
@@ -301,6 +302,10 @@ impl Client {
     ///
     /// As [`Client::execute`].
     pub fn pipeline<T: FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, Error> {
+        // A Redis Cluster serves one slot per request: split by slot.
+        if let Some(result) = self.inner.pipeline_across_slots(pipe) {
+            return result;
+        }
         self.inner.command(
             pipeline_keys(pipe),
             Idempotency::Auto.for_pipeline(pipe),

@@ -1,0 +1,251 @@
+//! What the client does differently on a Redis Cluster
+//! (`redis+cluster://`): commands on keys of several hash slots are split
+//! into one request per slot and their replies put back in the caller's
+//! order, and the slot map is kept current on the background thread.
+//!
+//! Redis refuses a multi-key command whose keys are in different slots
+//! (`CROSSSLOT`), even when one node serves them all, so the split is by
+//! slot; parts are sent one after the other. The whole is therefore **not
+//! atomic**: an `mset` across slots may be applied in part when it fails,
+//! and a pipeline's parts are separate requests.
+
+use std::collections::HashMap;
+
+use redis::{ConnectionLike, FromRedisValue, ToRedisArgs, Value};
+
+use super::inner::Inner;
+use super::Client;
+use crate::consistency::{pipeline_keys, Access, CommandKeys, Mirror};
+use crate::error::{Error, ErrorClass, ErrorKind};
+use crate::retry::Idempotency;
+use crate::stats::Counters;
+use crate::topology::cluster::slot::key_slot;
+use crate::topology::cluster::{ClusterTopology, Grouping};
+
+impl Inner {
+    /// The cluster topology, when the primary is a `redis+cluster://` URL.
+    pub(crate) fn cluster(&self) -> Option<&ClusterTopology> {
+        self.router.as_ref().and_then(|r| r.primary.cluster())
+    }
+
+    /// The background thread's cluster work: a refresh of the slot map
+    /// when one is due (see `topology::cluster`).
+    pub(crate) fn cluster_tick(&self) {
+        if let Some(router) = &self.router {
+            for endpoint in router.endpoints() {
+                if let Some(cluster) = endpoint.cluster() {
+                    cluster.maintain();
+                }
+            }
+        }
+    }
+
+    /// On a cluster, the indices of `keys` grouped by hash slot (groups in
+    /// the order of their first key) when they span more than one slot;
+    /// `None` otherwise (one slot, or not a cluster).
+    pub(crate) fn slot_groups(&self, keys: &[&[u8]]) -> Option<Vec<Vec<usize>>> {
+        self.cluster()?;
+        let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            let slot = key_slot(key);
+            match groups.iter_mut().find(|(s, _)| *s == slot) {
+                Some((_, g)) => g.push(i),
+                None => groups.push((slot, vec![i])),
+            }
+        }
+        (groups.len() > 1).then(|| groups.into_iter().map(|(_, g)| g).collect())
+    }
+
+    /// A pipeline on a cluster whose keys span several slots: split by
+    /// slot, each part tracked and routed as a pipeline of its own, the
+    /// replies reassembled in order. `None` when the pipeline needs no
+    /// split (not a cluster, or one slot).
+    pub(crate) fn pipeline_across_slots<T: FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Option<Result<T, Error>> {
+        let cluster = self.cluster()?;
+        let slots = match pipeline_keys(pipe) {
+            CommandKeys::Known { keys, .. } => {
+                let mut slots: Vec<u16> = keys.iter().map(|k| key_slot(k)).collect();
+                slots.sort_unstable();
+                slots.dedup();
+                slots.len()
+            }
+            CommandKeys::Unknown => usize::MAX,
+        };
+        if slots <= 1 {
+            return None;
+        }
+        Counters::bump(&self.counters.requests);
+        let result = self.split_pipeline(cluster, pipe, slots);
+        Some(result.map_err(|e| self.fail(e)))
+    }
+
+    fn split_pipeline<T: FromRedisValue>(
+        &self,
+        cluster: &ClusterTopology,
+        pipe: &redis::Pipeline,
+        slots: usize,
+    ) -> Result<T, Error> {
+        if pipe.is_transaction() {
+            let what = if slots == usize::MAX {
+                "commands whose keys the client cannot tell".to_string()
+            } else {
+                format!("keys in {slots} hash slots")
+            };
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                ErrorClass::Permanent,
+                format!(
+                    "redis cluster: a MULTI/EXEC transaction must keep to one hash slot, and this one has {what}; put its keys under one hash tag ({{user1}}:a, {{user1}}:b)"
+                ),
+            )
+            .with_may_have_executed(false));
+        }
+        let kept = kept_replies(pipe);
+        let parts = cluster.split(pipe, Grouping::Slot)?;
+        let mut replies = vec![Value::Nil; pipe.len()];
+        for part in parts {
+            let keys: Vec<&[u8]> = part.keys.iter().map(Vec::as_slice).collect();
+            let access = match pipeline_keys(&part.pipeline) {
+                CommandKeys::Known {
+                    read_only: true, ..
+                } => Access::Read,
+                _ => Access::Modify,
+            };
+            let idempotent = Idempotency::Auto.for_pipeline(&part.pipeline);
+            let values = self.tracked(&keys, access, idempotent, Mirror::Forget, |c| {
+                // Error replies stay in place, as redis-rs gives them for
+                // a plain pipeline: collected below.
+                c.req_packed_commands(&part.pipeline.get_packed_pipeline(), 0, part.pipeline.len())
+                    .and_then(|values| {
+                        match values.iter().find_map(|v| match v {
+                            Value::ServerError(e) => Some(e.clone()),
+                            _ => None,
+                        }) {
+                            // The cluster's own answers (MOVED, TRYAGAIN, ...)
+                            // are the router's to act on.
+                            Some(e) if is_cluster_reply(e.code()) => {
+                                Err(redis::RedisError::from(e))
+                            }
+                            _ => Ok(values),
+                        }
+                    })
+            })?;
+            for (i, v) in part.indices.iter().zip(values) {
+                if let Some(slot) = replies.get_mut(*i) {
+                    *slot = v;
+                }
+            }
+        }
+        let errors: Vec<redis::RedisError> = replies
+            .iter()
+            .filter_map(|v| match v {
+                Value::ServerError(e) => Some(redis::RedisError::from(e.clone())),
+                _ => None,
+            })
+            .collect();
+        if let Some(first) = errors.into_iter().next() {
+            return Err(Error::from_redis(first));
+        }
+        let kept: Vec<Value> = replies
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| kept.get(*i).copied().unwrap_or(true))
+            .map(|(_, v)| v)
+            .collect();
+        T::from_redis_value(Value::Array(kept)).map_err(|e| Error::from_redis(e.into()))
+    }
+}
+
+/// `MOVED`, `ASK`, `TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`, `LOADING`,
+/// `READONLY`: answers about the cluster, not about the command.
+fn is_cluster_reply(code: &str) -> bool {
+    matches!(
+        code,
+        "MOVED" | "ASK" | "TRYAGAIN" | "CLUSTERDOWN" | "MASTERDOWN" | "LOADING" | "READONLY"
+    )
+}
+
+/// Which replies of `pipe` its caller sees (`false` for an `ignore()`d
+/// command): redis-rs keeps that to itself, so the pipeline is run
+/// against a stand-in connection that answers each command with its own
+/// index.
+fn kept_replies(pipe: &redis::Pipeline) -> Vec<bool> {
+    struct Numbers;
+    impl redis::ConnectionLike for Numbers {
+        fn req_packed_command(&mut self, _: &[u8]) -> redis::RedisResult<Value> {
+            Ok(Value::Nil)
+        }
+        fn req_packed_commands(
+            &mut self,
+            _: &[u8],
+            _offset: usize,
+            count: usize,
+        ) -> redis::RedisResult<Vec<Value>> {
+            Ok((0..count)
+                .map(|i| Value::Int(i64::try_from(i).unwrap_or(i64::MAX)))
+                .collect())
+        }
+        fn get_db(&self) -> i64 {
+            0
+        }
+        fn check_connection(&mut self) -> bool {
+            true
+        }
+        fn is_open(&self) -> bool {
+            true
+        }
+    }
+    let mut kept = vec![false; pipe.len()];
+    if let Ok(indices) = pipe.query::<Vec<i64>>(&mut Numbers) {
+        for i in indices {
+            if let Some(k) = usize::try_from(i).ok().and_then(|i| kept.get_mut(i)) {
+                *k = true;
+            }
+        }
+    }
+    kept
+}
+
+impl Client {
+    /// `mget` on a cluster with keys in several slots: one `MGET` per
+    /// slot, values put back in the caller's order.
+    pub(super) fn mget_split<K: AsRef<[u8]>, V: FromRedisValue>(
+        &self,
+        keys: &[K],
+        groups: Vec<Vec<usize>>,
+    ) -> Result<Vec<Option<V>>, Error> {
+        let mut out: HashMap<usize, Option<V>> = HashMap::with_capacity(keys.len());
+        for group in groups {
+            let part: Vec<&[u8]> = group
+                .iter()
+                .filter_map(|i| keys.get(*i).map(AsRef::as_ref))
+                .collect();
+            let values = self.mget::<&[u8], V>(&part)?;
+            for (i, v) in group.into_iter().zip(values) {
+                out.insert(i, v);
+            }
+        }
+        Ok((0..keys.len()).map(|i| out.remove(&i).flatten()).collect())
+    }
+
+    /// `mset` on a cluster with keys in several slots: one `MSET` per
+    /// slot, one after the other. Not atomic: when one part fails, the
+    /// parts before it stay written.
+    pub(super) fn mset_split<K: AsRef<[u8]>, V: ToRedisArgs>(
+        &self,
+        pairs: &[(K, V)],
+        groups: Vec<Vec<usize>>,
+    ) -> Result<(), Error> {
+        for group in groups {
+            let part: Vec<(&[u8], &V)> = group
+                .iter()
+                .filter_map(|i| pairs.get(*i).map(|(k, v)| (k.as_ref(), v)))
+                .collect();
+            self.mset(&part)?;
+        }
+        Ok(())
+    }
+}

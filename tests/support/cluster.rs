@@ -1,0 +1,223 @@
+//! A real Redis Cluster for the tests: `masters` masters with one replica
+//! each, every node a [`RedisServer`] with `--cluster-enabled yes` and a
+//! short `cluster-node-timeout`, joined by `redis-cli --cluster create`.
+
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::{free_port, RedisServer};
+
+/// How long the cluster may take to form, fail over or settle.
+pub const SETTLE: Duration = Duration::from_secs(30);
+
+/// `cluster-node-timeout` of every node: a dead master is failed over
+/// within a few of these.
+pub const NODE_TIMEOUT_MS: u64 = 1000;
+
+/// A running cluster; every node is killed on drop.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+fn redis_cli(args: &[String]) -> Result<String, String> {
+    let out = Command::new("redis-cli")
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run redis-cli (install redis-tools): {e}"))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(text)
+    }
+}
+
+impl RedisCluster {
+    /// Starts `masters` × 2 nodes and forms the cluster (one replica per
+    /// master); returns once every node reports `cluster_state:ok`.
+    pub fn start(masters: usize) -> RedisCluster {
+        let nodes: Vec<RedisServer> = (0..masters * 2)
+            .map(|_| {
+                RedisServer::builder()
+                    .args(&[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        "--cluster-node-timeout",
+                        &NODE_TIMEOUT_MS.to_string(),
+                        // A replica fails over however long it was cut off.
+                        "--cluster-replica-validity-factor",
+                        "0",
+                        "--cluster-port",
+                        &free_port().to_string(),
+                    ])
+                    .start()
+            })
+            .collect();
+        let mut args: Vec<String> = vec!["--cluster".into(), "create".into()];
+        args.extend(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port())));
+        args.extend(["--cluster-replicas", "1", "--cluster-yes"].map(String::from));
+        if let Err(e) = redis_cli(&args) {
+            panic!("redis-cli --cluster create failed: {e}");
+        }
+        let cluster = RedisCluster { nodes };
+        cluster.wait_ok(SETTLE);
+        cluster
+    }
+
+    /// `redis+cluster://127.0.0.1:<port of node 0>`: one seed.
+    pub fn seed_url(&self) -> String {
+        format!("redis+cluster://127.0.0.1:{}", self.nodes[0].port())
+    }
+
+    /// Every node as a seed.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect();
+        format!("redis+cluster://{}", hosts.join(","))
+    }
+
+    fn info(node: &RedisServer) -> Option<String> {
+        let mut conn = super::connect(&node.url(), Duration::from_millis(500)).ok()?;
+        redis::cmd("CLUSTER")
+            .arg("INFO")
+            .query::<String>(&mut conn)
+            .ok()
+    }
+
+    /// Waits until every running node reports `cluster_state:ok`, knows
+    /// every node and sees all 16384 slots served.
+    pub fn wait_ok(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let running: Vec<&RedisServer> = self.nodes.iter().filter(|n| ping(n)).collect();
+            let ok = !running.is_empty()
+                && running.iter().all(|n| {
+                    Self::info(n).is_some_and(|i| {
+                        i.contains("cluster_state:ok") && i.contains("cluster_slots_ok:16384")
+                    })
+                });
+            if ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not reach cluster_state:ok within {within:?}: {:?}",
+                running.iter().map(|n| Self::info(n)).collect::<Vec<_>>()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `true` when the node answers PING.
+    pub fn is_up(&self, i: usize) -> bool {
+        ping(&self.nodes[i])
+    }
+
+    /// `ROLE` of node `i`: `"master"` or `"slave"` (`None` when down).
+    pub fn role(&self, i: usize) -> Option<String> {
+        let mut conn = super::connect(&self.nodes[i].url(), Duration::from_millis(500)).ok()?;
+        let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut conn).ok()?;
+        match role.first() {
+            Some(redis::Value::BulkString(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+            Some(redis::Value::SimpleString(s)) => Some(s.clone()),
+            _ => None,
+        }
+    }
+
+    /// Indices of the running masters.
+    pub fn masters(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|i| self.role(*i).as_deref() == Some("master"))
+            .collect()
+    }
+
+    /// A plain connection to node `i`.
+    pub fn connection(&self, i: usize) -> redis::Connection {
+        self.nodes[i].connection()
+    }
+
+    /// The node id of node `i`.
+    pub fn node_id(&self, i: usize) -> String {
+        redis::cmd("CLUSTER")
+            .arg("MYID")
+            .query(&mut self.connection(i))
+            .expect("CLUSTER MYID")
+    }
+
+    /// The hash slot of `key` as the server computes it.
+    pub fn key_slot(&self, key: &[u8]) -> u16 {
+        let i = (0..self.nodes.len())
+            .find(|i| self.is_up(*i))
+            .expect("a node is up");
+        redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query(&mut self.connection(i))
+            .expect("CLUSTER KEYSLOT")
+    }
+
+    /// The index of the running master that serves `key` (the one that
+    /// answers `EXISTS` rather than `MOVED`).
+    pub fn owner_of(&self, key: &[u8]) -> usize {
+        for i in self.masters() {
+            let reply = redis::cmd("EXISTS")
+                .arg(key)
+                .query::<i64>(&mut self.connection(i));
+            if reply.is_ok() {
+                return i;
+            }
+        }
+        panic!(
+            "no running master serves {:?}",
+            String::from_utf8_lossy(key)
+        );
+    }
+
+    /// `GET key` on node `i` directly (`Err` for a `MOVED`).
+    pub fn get_on(&self, i: usize, key: &[u8]) -> redis::RedisResult<Option<Vec<u8>>> {
+        redis::cmd("GET").arg(key).query(&mut self.connection(i))
+    }
+
+    /// SIGKILLs node `i`.
+    pub fn kill(&mut self, i: usize) {
+        self.nodes[i].stop();
+    }
+
+    /// Moves `slots` slots from node `from` to node `to` with
+    /// `redis-cli --cluster reshard`.
+    pub fn reshard(&self, from: usize, to: usize, slots: u32) {
+        let args: Vec<String> = vec![
+            "--cluster".into(),
+            "reshard".into(),
+            format!("127.0.0.1:{}", self.nodes[from].port()),
+            "--cluster-from".into(),
+            self.node_id(from),
+            "--cluster-to".into(),
+            self.node_id(to),
+            "--cluster-slots".into(),
+            slots.to_string(),
+            "--cluster-yes".into(),
+            "--cluster-pipeline".into(),
+            "50".into(),
+        ];
+        if let Err(e) = redis_cli(&args) {
+            panic!("redis-cli --cluster reshard failed: {e}");
+        }
+    }
+}
+
+fn ping(node: &RedisServer) -> bool {
+    super::connect(&node.url(), Duration::from_millis(300))
+        .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+        .is_ok()
+}
