@@ -66,3 +66,155 @@ fn keys_go_to_the_master_of_their_slot_from_one_seed() {
     let stats = client.stats();
     assert!(stats.endpoints.len() >= 3, "{:?}", stats.endpoints);
 }
+
+#[test]
+fn mget_mset_pipeline_and_execute_across_slots() {
+    let cluster = shared();
+    let client = Client::new(config(&cluster.url()).key_prefix("ms:").build().unwrap()).unwrap();
+    let pairs: Vec<(String, String)> = (0..40)
+        .map(|i| (format!("k{i}"), format!("v{i}")))
+        .collect();
+    client.mset(&pairs).unwrap();
+    // Each key on its own master, under the prefix.
+    let owners: std::collections::HashSet<usize> = pairs
+        .iter()
+        .map(|(k, v)| {
+            let key = format!("ms:{k}");
+            let owner = cluster.owner_of(key.as_bytes());
+            assert_eq!(
+                cluster.get_on(owner, key.as_bytes()).unwrap(),
+                Some(v.clone().into_bytes())
+            );
+            owner
+        })
+        .collect();
+    assert_eq!(owners.len(), 3);
+    // Values come back in the caller's order, misses included.
+    let mut keys: Vec<String> = pairs.iter().rev().map(|(k, _)| k.clone()).collect();
+    keys.insert(7, "missing".into());
+    let values: Vec<Option<String>> = client.mget(&keys).unwrap();
+    for (k, v) in keys.iter().zip(&values) {
+        let expected = k.strip_prefix('k').map(|n| format!("v{n}"));
+        assert_eq!(v, &expected, "{k}");
+    }
+
+    // A pipeline across slots is split and its replies kept in order
+    // (ignored replies left out).
+    let mut pipe = redis::pipe();
+    pipe.cmd("SET").arg("p:a").arg("1").ignore();
+    pipe.cmd("SET").arg("p:b").arg("2").ignore();
+    pipe.cmd("GET").arg("p:b");
+    pipe.cmd("INCR").arg("p:c");
+    pipe.cmd("GET").arg("p:a");
+    let (b, c, a): (String, i64, String) = client.pipeline(&pipe).unwrap();
+    assert_eq!((a.as_str(), b.as_str(), c), ("1", "2", 1));
+    assert_ne!(cluster.key_slot(b"p:a"), cluster.key_slot(b"p:b"));
+    // A transaction across slots: a typed error naming the problem.
+    let mut tx = redis::pipe();
+    tx.atomic()
+        .cmd("SET")
+        .arg("p:a")
+        .arg("x")
+        .cmd("SET")
+        .arg("p:b")
+        .arg("y");
+    let err = client.pipeline::<()>(&tx).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsupported);
+    assert!(err.to_string().contains("hash slot"), "{err}");
+    // One slot (a hash tag): a transaction works.
+    let mut tx = redis::pipe();
+    tx.atomic()
+        .cmd("SET")
+        .arg("{t}a")
+        .arg("x")
+        .ignore()
+        .cmd("SET")
+        .arg("{t}b")
+        .arg("y")
+        .ignore()
+        .cmd("MGET")
+        .arg("{t}a")
+        .arg("{t}b");
+    let ((x, y),): ((String, String),) = client.pipeline(&tx).unwrap();
+    assert_eq!((x.as_str(), y.as_str()), ("x", "y"));
+
+    // execute routes by the first key; CROSSSLOT is the server's error,
+    // not retried.
+    let v: Option<String> = client.execute(redis::cmd("GET").arg("p:a")).unwrap();
+    assert_eq!(v.as_deref(), Some("1"));
+    let retries = client.stats().retries;
+    let err = client
+        .execute::<Vec<Option<String>>>(redis::cmd("MGET").arg("p:a").arg("p:b"))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Server);
+    assert!(err.to_string().contains("CROSSSLOT"), "{err}");
+    assert_eq!(
+        client.stats().retries,
+        retries,
+        "CROSSSLOT is never retried"
+    );
+    // Keyless: any master.
+    let pong: String = client.execute(&redis::cmd("PING")).unwrap();
+    assert_eq!(pong, "PONG");
+    assert!(client.ping().is_ok());
+
+    // Per-node stats and breaker, labelled host:port.
+    let stats = client.stats();
+    assert_eq!(stats.endpoints.len(), 3);
+    assert!(stats.cluster_refreshes >= 1);
+    let text = stats.to_prometheus();
+    for e in &stats.endpoints {
+        let node = e.node.clone().unwrap();
+        assert!(
+            text.contains(&format!(
+                "resilient_redis_circuit_state{{endpoint=\"{node}\"}} 0"
+            )),
+            "{text}"
+        );
+    }
+    assert!(text.contains("resilient_redis_cluster_refreshes_total"));
+    let health = client.health();
+    assert_eq!(health.endpoints.len(), 3);
+    assert!(health.endpoints.iter().all(|e| e.node.is_some()));
+}
+
+#[test]
+fn cluster_urls_are_checked() {
+    for (url, what) in [
+        ("redis+cluster://", "no seed host"),
+        ("redis+cluster://a:1,,b:2", "cluster seed #2 is empty"),
+        ("redis+cluster://a:99999", "port must be"),
+        ("redis+cluster://a:1/2", "database 0 only"),
+        ("redis+cluster://a:1#insecure", "rediss+cluster"),
+    ] {
+        let err = Config::builder(url).build().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{url}");
+        assert!(err.to_string().contains(what), "{url}: {err}");
+    }
+    let env = |name: &'static str, url: &'static str| {
+        move |key: &str| {
+            (key == name).then(|| url.to_string()).or_else(|| {
+                (name == "REDIS_FALLBACK_URL" && key == "REDIS_URL")
+                    .then(|| "redis://127.0.0.1:1".to_string())
+            })
+        }
+    };
+    let err = Config::from_env_with(env("REDIS_URL", "redis+cluster://h:0")).unwrap_err();
+    assert!(err.to_string().starts_with("REDIS_URL: "), "{err}");
+    let err =
+        Config::from_env_with(env("REDIS_FALLBACK_URL", "rediss+cluster://:pw@")).unwrap_err();
+    assert!(err.to_string().starts_with("REDIS_FALLBACK_URL: "), "{err}");
+    assert!(!err.to_string().contains("pw"));
+    let ok = Config::from_env_with(env(
+        "REDIS_URL",
+        "redis+cluster://:secret@127.0.0.1:7000,127.0.0.1:7001",
+    ))
+    .unwrap();
+    assert_eq!(
+        ok.url(),
+        Some("redis+cluster://:***@127.0.0.1:7000,127.0.0.1:7001")
+    );
+    let ok = Config::from_env_with(env("REDIS_FALLBACK_URL", "rediss+cluster://127.0.0.1:7000"))
+        .unwrap();
+    assert_eq!(ok.fallback_url(), Some("rediss+cluster://127.0.0.1:7000"));
+}

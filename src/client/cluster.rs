@@ -18,9 +18,50 @@ use super::Client;
 use crate::consistency::{pipeline_keys, Access, CommandKeys, Mirror};
 use crate::error::{Error, ErrorClass, ErrorKind};
 use crate::retry::Idempotency;
+use crate::router::{RedisEndpoint, Router};
 use crate::stats::Counters;
+use crate::stats::Stats;
 use crate::topology::cluster::slot::key_slot;
 use crate::topology::cluster::{ClusterTopology, Grouping};
+
+/// `f` on `endpoint`, or on each master of a cluster endpoint with its
+/// `host:port`: what `stats()` and `health()` list.
+pub(super) fn per_node<T>(
+    endpoint: &RedisEndpoint,
+    f: impl Fn(&RedisEndpoint, Option<String>) -> T,
+) -> Vec<T> {
+    let masters = endpoint.cluster().map(|c| c.masters()).unwrap_or_default();
+    if masters.is_empty() {
+        // Not a cluster, or no slot map yet.
+        return vec![f(endpoint, None)];
+    }
+    masters
+        .iter()
+        .map(|n| f(&n.endpoint, Some(n.addr.to_string())))
+        .collect()
+}
+
+/// The cluster counters in `stats`.
+pub(super) fn fill_stats(router: &Router, stats: &mut Stats) {
+    use std::sync::atomic::Ordering::Relaxed;
+    for cluster in router.endpoints().filter_map(RedisEndpoint::cluster) {
+        let c = &cluster.counts;
+        stats.cluster_refreshes = stats
+            .cluster_refreshes
+            .saturating_add(c.refreshes.load(Relaxed));
+        stats.cluster_refresh_failures = stats
+            .cluster_refresh_failures
+            .saturating_add(c.refresh_failures.load(Relaxed));
+        stats.cluster_topology_changes = stats
+            .cluster_topology_changes
+            .saturating_add(c.changes.load(Relaxed));
+        stats.cluster_slot_moves = stats
+            .cluster_slot_moves
+            .saturating_add(c.slot_moves.load(Relaxed));
+        stats.cluster_moved = stats.cluster_moved.saturating_add(c.moved.load(Relaxed));
+        stats.cluster_asks = stats.cluster_asks.saturating_add(c.asks.load(Relaxed));
+    }
+}
 
 impl Inner {
     /// The cluster topology, when the primary is a `redis+cluster://` URL.
@@ -240,10 +281,13 @@ impl Client {
         groups: Vec<Vec<usize>>,
     ) -> Result<(), Error> {
         for group in groups {
-            let part: Vec<(&[u8], &V)> = group
-                .iter()
-                .filter_map(|i| pairs.get(*i).map(|(k, v)| (k.as_ref(), v)))
-                .collect();
+            let mut part: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(group.len());
+            for (k, v) in group.iter().filter_map(|i| pairs.get(*i)) {
+                // The value's one argument, not yet encoded (`mset`
+                // compresses it).
+                let value = super::cache::argument(v).map_err(|e| self.inner.fail(e))?;
+                part.push((k.as_ref().to_vec(), value));
+            }
             self.mset(&part)?;
         }
         Ok(())

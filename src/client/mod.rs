@@ -381,20 +381,28 @@ impl Client {
                 endpoints: Vec::new(),
             };
         };
+        let health = |e: &RedisEndpoint, node: Option<String>| EndpointHealth {
+            role: e.role.as_str(),
+            url: e.url().to_string(),
+            circuit: e.breaker.state(),
+            pool: e.pool.state(),
+            last_error: e.last_error(),
+            master: e.sentinel().and_then(|s| s.master()),
+            sentinel: e.sentinel().and_then(|s| s.sentinel_in_use()),
+            node,
+        };
         let endpoints: Vec<EndpointHealth> = router
             .endpoints()
-            .map(|e| EndpointHealth {
-                role: e.role.as_str(),
-                url: e.url().to_string(),
-                circuit: e.breaker.state(),
-                pool: e.pool.state(),
-                last_error: e.last_error(),
-                master: e.sentinel().and_then(|s| s.master()),
-                sentinel: e.sentinel().and_then(|s| s.sentinel_in_use()),
-            })
+            .flat_map(|e| cluster::per_node(e, health))
             .collect();
         let active = router.active();
-        let failing = active.is_failing();
+        // A cluster's own breaker never opens: its masters' do.
+        let failing = active.is_failing()
+            || (active.cluster().is_some()
+                && endpoints.iter().any(|e| {
+                    e.role == active.role.as_str()
+                        && (e.circuit != BreakerState::Closed || e.last_error.is_some())
+                }));
         let status = match active.breaker.state() {
             BreakerState::Closed
                 if !serving_from_memory && !router.failover_active() && !failing =>
@@ -433,35 +441,38 @@ impl Client {
         i.codec.stats.fill(&mut s);
         if let Some(router) = &i.router {
             s.failover_active = router.failover_active();
+            cluster::fill_stats(router, &mut s);
+            let stats = |e: &RedisEndpoint, node: Option<String>| {
+                let b = e.breaker.snapshot();
+                let p = e.pool.state();
+                let ps = e.pool.stats();
+                EndpointStats {
+                    role: e.role.as_str(),
+                    url: e.url().to_string(),
+                    circuit: b.state,
+                    breaker_opens: b.opens,
+                    breaker_rejections: b.rejections,
+                    pool_idle: u64::from(p.idle),
+                    pool_in_use: u64::from(p.in_use),
+                    pool_connecting: u64::from(p.connecting),
+                    pool_waiters: u64::from(p.waiters),
+                    connections_created: ps.created,
+                    connections_closed: ps.closed(),
+                    requests: e.attempts(),
+                    connect_failures: ps.connect_failures,
+                    commands_succeeded: e.counts.succeeded.load(Relaxed),
+                    commands_failed: e.counts.failed.load(Relaxed),
+                    rate_limit_replies: e.counts.rate_limited.load(Relaxed),
+                    master: e.sentinel().and_then(|s| s.master()),
+                    sentinel: e.sentinel().and_then(|s| s.sentinel_in_use()),
+                    master_switches: e.sentinel().map_or(0, |s| s.switches()),
+                    connections_retired: ps.closed_retired,
+                    node,
+                }
+            };
             s.endpoints = router
                 .endpoints()
-                .map(|e| {
-                    let b = e.breaker.snapshot();
-                    let p = e.pool.state();
-                    let ps = e.pool.stats();
-                    EndpointStats {
-                        role: e.role.as_str(),
-                        url: e.url().to_string(),
-                        circuit: b.state,
-                        breaker_opens: b.opens,
-                        breaker_rejections: b.rejections,
-                        pool_idle: u64::from(p.idle),
-                        pool_in_use: u64::from(p.in_use),
-                        pool_connecting: u64::from(p.connecting),
-                        pool_waiters: u64::from(p.waiters),
-                        connections_created: ps.created,
-                        connections_closed: ps.closed(),
-                        requests: e.attempts(),
-                        connect_failures: ps.connect_failures,
-                        commands_succeeded: e.counts.succeeded.load(Relaxed),
-                        commands_failed: e.counts.failed.load(Relaxed),
-                        rate_limit_replies: e.counts.rate_limited.load(Relaxed),
-                        master: e.sentinel().and_then(|s| s.master()),
-                        sentinel: e.sentinel().and_then(|s| s.sentinel_in_use()),
-                        master_switches: e.sentinel().map_or(0, |s| s.switches()),
-                        connections_retired: ps.closed_retired,
-                    }
-                })
+                .flat_map(|e| cluster::per_node(e, stats))
                 .collect();
         }
         s

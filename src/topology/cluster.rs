@@ -236,19 +236,6 @@ impl ClusterTopology {
         self.view.read().masters.clone()
     }
 
-    /// `host:port` of the master serving `key` now (`None` until the map
-    /// is known).
-    pub(crate) fn master_of(&self, key: &[u8]) -> Option<String> {
-        let view = self.view.read().clone();
-        let index = view.table.get(key_slot(key))?;
-        view.masters.get(index).map(|n| n.addr.to_string())
-    }
-
-    /// The last refresh's error, when no node answered it.
-    pub(crate) fn last_error(&self) -> Option<String> {
-        self.refresh.lock().last_error.clone()
-    }
-
     /// One attempt of a call: to the master of `route`'s slot, following
     /// redirects (see the module docs).
     pub(crate) fn call<T>(
