@@ -20,7 +20,7 @@
 //! journal, stats) sees one endpoint whatever its topology.
 
 pub(crate) mod cluster;
-mod recent;
+pub(crate) mod recent;
 pub(crate) mod sentinel;
 mod watch;
 

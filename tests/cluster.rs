@@ -8,10 +8,12 @@
 
 mod support;
 
-use std::sync::OnceLock;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
 
-use resilient_redis::{redis, Client, Config, ErrorKind};
+use resilient_redis::{redis, Client, Config, ErrorKind, FallbackMode};
 use support::{ms, RedisCluster};
 
 /// The cluster the non-destructive tests share.
@@ -217,4 +219,96 @@ fn cluster_urls_are_checked() {
     let ok = Config::from_env_with(env("REDIS_FALLBACK_URL", "rediss+cluster://127.0.0.1:7000"))
         .unwrap();
     assert_eq!(ok.fallback_url(), Some("rediss+cluster://127.0.0.1:7000"));
+}
+
+/// Runs `work(thread, stop)` on `n` threads until `stop` is set; returns
+/// what each returned.
+fn on_threads<T: Send + 'static>(
+    n: usize,
+    stop: &Arc<AtomicBool>,
+    work: impl Fn(usize, &AtomicBool) -> T + Send + Sync + 'static,
+) -> Vec<thread::JoinHandle<T>> {
+    let work = Arc::new(work);
+    (0..n)
+        .map(|t| {
+            let (work, stop) = (work.clone(), stop.clone());
+            thread::spawn(move || work(t, &stop))
+        })
+        .collect()
+}
+
+#[test]
+fn reshard_under_load_with_the_fallback_off_fails_no_call() {
+    let cluster = RedisCluster::start(3);
+    let client = Client::new(
+        config(&cluster.seed_url())
+            .fallback_mode(FallbackMode::Disabled)
+            .max_retries(6)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let c = client.clone();
+    let workers = on_threads(4, &stop, move |t, stop| {
+        let mut calls = 0u64;
+        let mut failures = Vec::new();
+        let mut last = std::collections::HashMap::new();
+        let mut i = 0u64;
+        while !stop.load(Ordering::Relaxed) || calls < 200 {
+            i += 1;
+            let key = format!("rs:{t}:{}", i % 300);
+            let value = format!("{t}-{i}");
+            match c.set(&key, &value) {
+                Ok(()) => {
+                    last.insert(key.clone(), value);
+                }
+                Err(e) => failures.push(format!("set {key}: {e}")),
+            }
+            match c.get::<_, String>(&key) {
+                // Read-your-writes: this thread is the only writer.
+                Ok(v) => {
+                    if v.as_ref() != last.get(&key) {
+                        failures.push(format!("get {key}: {v:?}, wrote {:?}", last.get(&key)));
+                    }
+                }
+                Err(e) => failures.push(format!("get {key}: {e}")),
+            }
+            calls += 2;
+        }
+        (calls, failures, last)
+    });
+    let masters = cluster.masters();
+    // Wait until the workers run, then move 1000 slots while they do.
+    while client.stats().requests < 400 {
+        thread::yield_now();
+    }
+    cluster.reshard(masters[0], masters[1], 1000);
+    stop.store(true, Ordering::Relaxed);
+    let mut total = 0;
+    for w in workers {
+        let (calls, failures, last) = w.join().unwrap();
+        assert!(
+            failures.is_empty(),
+            "{} failures: {:?}",
+            failures.len(),
+            &failures[..failures.len().min(5)]
+        );
+        total += calls;
+        // Every last value is where the cluster says its slot is now.
+        for (key, value) in last {
+            let owner = cluster.owner_of(key.as_bytes());
+            assert_eq!(
+                cluster.get_on(owner, key.as_bytes()).unwrap(),
+                Some(value.into_bytes())
+            );
+        }
+    }
+    let stats = client.stats();
+    assert!(total > 400);
+    assert!(
+        stats.cluster_moved + stats.cluster_asks > 0 && stats.cluster_slot_moves > 0,
+        "the reshard was seen: {stats:?}"
+    );
+    assert_eq!(stats.errors_transient + stats.errors_permanent, 0);
 }

@@ -81,6 +81,20 @@ impl Inner {
         }
     }
 
+    /// Marks `keys` stale on the primary (a cluster master failed over and
+    /// its successor may lack them): each is deleted before it is served,
+    /// and the reconciler deletes the rest.
+    pub(crate) fn cluster_distrusted(&self, keys: &[std::sync::Arc<[u8]>]) {
+        let refused = self
+            .consistency
+            .mark_stale(crate::router::Role::Primary, keys);
+        if refused > 0 {
+            log::warn!(
+                "{refused} keys written to a failed redis cluster master could not be recorded for invalidation (the journal is full): reads of them may return older values"
+            );
+        }
+    }
+
     /// On a cluster, the indices of `keys` grouped by hash slot (groups in
     /// the order of their first key) when they span more than one slot;
     /// `None` otherwise (one slot, or not a cluster).

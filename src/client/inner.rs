@@ -279,8 +279,13 @@ impl Inner {
     ) -> Result<T, Error> {
         let memory = self.memory.as_ref();
         // On a cluster, the master of the first key's slot serves it.
-        let route = Route::keys(keys);
+        let route = Route::keys(keys, access != Access::Read);
         self.redis_routed(route, idempotent, |conn, role| {
+            if let Some(c) = self.cluster().filter(|c| c.has_distrusted()) {
+                // A master failed over: what it acknowledged lately may be
+                // missing on its successor; deleted before it is served.
+                c.drain_distrusted(|keys| self.cluster_distrusted(keys));
+            }
             let sentinel = self
                 .router
                 .as_ref()

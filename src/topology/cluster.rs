@@ -57,6 +57,7 @@ use crate::config::{Config, Endpoint};
 use crate::error::{Error, ErrorClass, ErrorKind};
 use crate::pool::{PoolListener, PooledConnection};
 use crate::router::{RedisEndpoint, Role};
+use crate::topology::recent::{Key, RecentWrites};
 use crate::topology::TopologyListener;
 
 /// The periodic refresh: a reshard or a failover the client's calls have
@@ -73,19 +74,23 @@ pub(crate) const DEFAULT_MAX_REDIRECTS: u32 = 5;
 /// any master for a keyless command.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Route<'a> {
-    /// The key that decides the slot; `None`: any master.
-    pub(crate) key: Option<&'a [u8]>,
+    /// The call's keys; the first decides the slot. None: any master.
+    pub(crate) keys: &'a [&'a [u8]],
+    /// The call may write them: once acknowledged they are noted, so that
+    /// a failover to a replica that may lack them distrusts them.
+    pub(crate) write: bool,
 }
 
 impl<'a> Route<'a> {
     /// Any master (a keyless command, or a topology without slots).
-    pub(crate) const ANY: Route<'static> = Route { key: None };
+    pub(crate) const ANY: Route<'static> = Route {
+        keys: &[],
+        write: false,
+    };
 
     /// By the first of `keys`.
-    pub(crate) fn keys(keys: &[&'a [u8]]) -> Route<'a> {
-        Route {
-            key: keys.first().copied(),
-        }
+    pub(crate) fn keys(keys: &'a [&'a [u8]], write: bool) -> Route<'a> {
+        Route { keys, write }
     }
 }
 
@@ -101,6 +106,14 @@ pub(crate) struct Hooks {
 pub(crate) struct ClusterNode {
     pub(crate) addr: NodeAddr,
     pub(crate) endpoint: RedisEndpoint,
+    /// Keys it acknowledged writes of lately (see `topology::recent`).
+    recent: RecentWrites,
+    /// When calls to it started failing (cleared by a success): the
+    /// writes it acknowledged from a window before then may be missing
+    /// on the replica that replaces it.
+    trouble_since: Mutex<Option<Instant>>,
+    /// Fast path: `trouble_since` is set.
+    troubled: AtomicBool,
 }
 
 /// The slot map, immutable once built (a change builds a new one).
@@ -174,6 +187,10 @@ pub(crate) struct ClusterTopology {
     next_any: AtomicUsize,
     max_redirects: u32,
     pub(crate) counts: ClusterCounts,
+    /// Keys a dead master acknowledged lately, to be marked stale before
+    /// the next attempt (the replica promoted in its place may lack them).
+    distrusted: Mutex<Vec<Key>>,
+    has_distrusted: AtomicBool,
 }
 
 impl std::fmt::Debug for ClusterTopology {
@@ -228,6 +245,55 @@ impl ClusterTopology {
             next_any: AtomicUsize::new(0),
             max_redirects: config.max_redirects,
             counts: ClusterCounts::default(),
+            distrusted: Mutex::new(Vec::new()),
+            has_distrusted: AtomicBool::new(false),
+        }
+    }
+
+    /// `true` when keys wait to be marked stale (see [`Self::drain_distrusted`]).
+    pub(crate) fn has_distrusted(&self) -> bool {
+        self.has_distrusted.load(Ordering::Acquire)
+    }
+
+    /// Hands the keys a dead master acknowledged lately to `mark` (which
+    /// marks them stale), holding the lock meanwhile so that no attempt
+    /// that saw them pending goes on before they are marked.
+    pub(crate) fn drain_distrusted(&self, mark: impl FnOnce(&[Key])) {
+        let mut pending = self.distrusted.lock();
+        if !pending.is_empty() {
+            mark(&pending);
+            pending.clear();
+        }
+        self.has_distrusted.store(false, Ordering::Release);
+    }
+
+    /// `node` is no longer the master of its slots and had failed: what
+    /// it acknowledged lately is distrusted. Called before the new map is
+    /// visible, so that every attempt that sees it finds them pending.
+    fn distrust(&self, node: &ClusterNode) {
+        let now = self.clock.now();
+        let trouble = node.trouble_since.lock().unwrap_or(now);
+        let since = trouble
+            .checked_sub(super::recent::WINDOW)
+            .unwrap_or(trouble);
+        let (n, lost) = {
+            let mut notes = node.recent.lock();
+            notes.switch(since)
+        };
+        if n > 0 {
+            let mut pending = self.distrusted.lock();
+            node.recent.drain(|keys| pending.extend_from_slice(keys));
+            self.has_distrusted.store(true, Ordering::Release);
+            log::info!(
+                "redis cluster: master {} is gone; {n} keys it acknowledged lately are deleted on its successor before they are served",
+                node.addr
+            );
+        }
+        if lost {
+            log::warn!(
+                "redis cluster: more keys were written to master {} just before it failed than could be noted: reads of some may return values older than those writes",
+                node.addr
+            );
         }
     }
 
@@ -244,7 +310,7 @@ impl ClusterTopology {
         deadline: Option<Instant>,
         f: &mut dyn FnMut(&mut PooledConnection, Role) -> Result<T, Error>,
     ) -> Result<T, Error> {
-        let slot = route.key.map(key_slot);
+        let slot = route.keys.first().map(|k| key_slot(k));
         let mut node = self.node_for(slot, deadline)?;
         let mut asking = false;
         let mut redirects = 0u32;
@@ -260,12 +326,28 @@ impl ClusterTopology {
                 node.endpoint.call(deadline, f)
             };
             let err = match result {
-                Ok(value) => return Ok(value),
+                Ok(value) => {
+                    if route.write {
+                        let now = self.clock.now();
+                        let keep = now.checked_sub(super::recent::WINDOW).unwrap_or(now);
+                        node.recent.lock().note(route.keys, now, keep);
+                    }
+                    if node.troubled.load(Ordering::Relaxed) {
+                        *node.trouble_since.lock() = None;
+                        node.troubled.store(false, Ordering::Relaxed);
+                    }
+                    return Ok(value);
+                }
                 Err(e) => e,
             };
             let Some(redirect) = redirect_of(&err) else {
                 if calls_for_refresh(&err) {
                     self.wanted.store(true, Ordering::Release);
+                    let mut since = node.trouble_since.lock();
+                    if since.is_none() {
+                        *since = Some(self.clock.now());
+                        node.troubled.store(true, Ordering::Relaxed);
+                    }
                 }
                 return Err(if not_executed(&err) {
                     err.with_may_have_executed(false)
@@ -565,6 +647,15 @@ impl ClusterTopology {
             .map(|o| o.addr.to_string())
             .collect();
         let changed = old.assigned == 0 || moves > 0 || !added.is_empty() || !removed.is_empty();
+        // A master that left the map (failed over, or removed) may have
+        // acknowledged writes its successor never received.
+        for gone in old
+            .masters
+            .iter()
+            .filter(|o| !masters.iter().any(|n| n.addr == o.addr))
+        {
+            self.distrust(gone);
+        }
         *self.view.write() = Arc::new(View {
             table,
             assigned,
@@ -607,6 +698,17 @@ impl ClusterTopology {
             return node;
         }
         let mut view = (**guard).clone();
+        // The old owner failed: a replica took its slots over, and may
+        // lack what it acknowledged lately.
+        let failed_owner = view
+            .table
+            .get(slot)
+            .and_then(|i| view.masters.get(i))
+            .filter(|n| n.troubled.load(Ordering::Relaxed))
+            .cloned();
+        if let Some(old) = failed_owner {
+            self.distrust(&old);
+        }
         let index = match view.masters.iter().position(|n| n.addr == *to) {
             Some(i) => i,
             None => {
@@ -658,6 +760,9 @@ impl ClusterTopology {
             cluster: None,
         };
         Arc::new(ClusterNode {
+            recent: RecentWrites::new(self.config.fallback_max_entries),
+            trouble_since: Mutex::new(None),
+            troubled: AtomicBool::new(false),
             addr: addr.clone(),
             endpoint: RedisEndpoint::new(
                 Role::Primary,
@@ -809,7 +914,7 @@ impl ClusterTopology {
         let mut replies = vec![Value::Nil; pipeline.len()];
         for part in parts {
             let keys: Vec<&[u8]> = part.keys.iter().map(Vec::as_slice).collect();
-            let values = self.call(Route::keys(&keys), deadline, &mut |conn, _| {
+            let values = self.call(Route::keys(&keys, true), deadline, &mut |conn, _| {
                 part.pipeline
                     .query::<Vec<Value>>(conn)
                     .map_err(Error::from_redis)
