@@ -6,6 +6,8 @@
 // Test code: a failed unwrap is a broken test environment.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/history.rs"]
+mod history;
 mod support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +15,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use history::{Call, History, Note, Op, Reply, Rules};
 use resilient_redis::{redis, Client, Config, ErrorKind, FallbackMode};
 use support::{ms, RedisCluster};
 
@@ -311,4 +314,203 @@ fn reshard_under_load_with_the_fallback_off_fails_no_call() {
         "the reshard was seen: {stats:?}"
     );
     assert_eq!(stats.errors_transient + stats.errors_permanent, 0);
+}
+
+/// Keys the history workloads share.
+const KEYS: u64 = 48;
+
+fn hkey(i: u64) -> String {
+    format!("h:{i}")
+}
+
+/// SplitMix64, to pick operations.
+fn next(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// One history worker: cache operations on the shared keys until `stop`.
+fn history_worker(client: &Client, thread: usize, t0: Instant, stop: &AtomicBool) -> Vec<Op> {
+    let mut rng = 0x14_0000 ^ (thread as u64).wrapping_mul(0xA24B_AED4_963E_E407);
+    let mut seq = 0u64;
+    let mut ops = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        seq += 1;
+        let value = format!("t{thread}-{seq}");
+        let k = next(&mut rng) % KEYS;
+        let call = match next(&mut rng) % 10 {
+            0..=3 => Call::Get { key: hkey(k) },
+            4 => Call::MGet {
+                keys: (0..3).map(|i| hkey((k + i * 5) % KEYS)).collect(),
+            },
+            5..=7 => Call::Set {
+                key: hkey(k),
+                value,
+            },
+            8 => Call::MSet {
+                pairs: (0..3)
+                    .map(|i| (hkey((k + i * 7) % KEYS), format!("{value}.{i}")))
+                    .collect(),
+            },
+            _ => Call::Delete { key: hkey(k) },
+        };
+        let invoke = t0.elapsed();
+        let result = match &call {
+            Call::Get { key } => client.get::<_, String>(key).map(|v| Reply::Values(vec![v])),
+            Call::MGet { keys } => client.mget::<_, String>(keys).map(Reply::Values),
+            Call::Set { key, value } => client.set(key, value).map(|()| Reply::Done),
+            Call::MSet { pairs } => client.mset(pairs).map(|()| Reply::Done),
+            Call::Delete { key } => client.delete(key).map(|_| Reply::Done),
+            _ => unreachable!(),
+        }
+        .map_err(|e| history::Failure::from(&e));
+        ops.push(Op {
+            thread,
+            call,
+            invoke,
+            complete: t0.elapsed(),
+            result,
+        });
+    }
+    ops
+}
+
+/// Checks a history against the contract with the default fallback: no
+/// stale read, no error, every call within `bound`.
+fn assert_history(name: &str, ops: Vec<Op>, faults: Vec<Note>, bound: Duration) {
+    let history = History {
+        ops,
+        faults,
+        events: Vec::new(),
+    };
+    let rules = Rules {
+        call_bound: bound,
+        ttl_slack: ms(100),
+        epoch_slack: bound,
+        cache_ops_never_fail: true,
+    };
+    let violations = history::check(&history, &rules, &[]);
+    assert!(
+        violations.is_empty(),
+        "{name}: {}\n{}",
+        history::summary(&history, &violations),
+        history::examples(&history, &violations, 3)
+    );
+}
+
+/// A key served by master `owner` now.
+fn key_on(cluster: &RedisCluster, owner: usize, prefix: &str) -> String {
+    (0..)
+        .map(|i| format!("{prefix}{i}"))
+        .find(|k| cluster.owner_of(k.as_bytes()) == owner)
+        .unwrap()
+}
+
+#[test]
+fn a_master_killed_under_load_then_the_whole_cluster_down() {
+    let mut cluster = RedisCluster::start(3);
+    let config = config(&cluster.seed_url())
+        .failure_threshold(3)
+        .open_timeout(ms(500))
+        .build()
+        .unwrap();
+    let bound = config.call_bound();
+    let client = Client::new(config).unwrap();
+    let t0 = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let c = client.clone();
+    let workers = on_threads(8, &stop, move |t, stop| history_worker(&c, t, t0, stop));
+    let mut faults = Vec::new();
+
+    // Load on every master, then SIGKILL one of them.
+    while client.stats().requests < 2000 {
+        thread::yield_now();
+    }
+    let victim = cluster.owner_of(hkey(0).as_bytes());
+    let probe = key_on(&cluster, victim, "probe:");
+    cluster.kill(victim);
+    faults.push(Note::new(
+        t0.elapsed(),
+        "kill",
+        format!("SIGKILL master node {victim}"),
+    ));
+    // Its replica takes over; the rest of the cluster says so.
+    cluster.wait_ok(support::cluster::SETTLE);
+    let ok_at = Instant::now();
+    faults.push(Note::new(
+        t0.elapsed(),
+        "cluster_ok",
+        "cluster_state:ok again",
+    ));
+    // Within one refresh, writes of the dead master's slots reach Redis
+    // again (the promoted replica), not memory.
+    let deadline = ok_at + Duration::from_secs(5) + Duration::from_secs(2);
+    loop {
+        client.set(&probe, "after").unwrap();
+        let owner = cluster.owner_of(probe.as_bytes());
+        if cluster
+            .get_on(owner, probe.as_bytes())
+            .ok()
+            .flatten()
+            .as_deref()
+            == Some(&b"after"[..])
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "writes still not on redis 7 s after cluster_state:ok: {:?}",
+            client.stats()
+        );
+        thread::sleep(ms(20));
+    }
+    // The journal of the outage drains to the new owner.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client.stats().journal_len > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "journal not reconciled: {:?}",
+            client.stats()
+        );
+        thread::sleep(ms(20));
+    }
+    let stats = client.stats();
+    assert!(
+        stats.fallback_writes + stats.fallback_reads > 0,
+        "the outage was served from memory"
+    );
+    assert!(stats.cluster_topology_changes >= 2, "{stats:?}");
+
+    // Now every node: calls are served from memory, each within its bound.
+    let down_at = t0.elapsed();
+    for i in 0..cluster.nodes.len() {
+        cluster.kill(i);
+    }
+    faults.push(Note::new(down_at, "kill_all", "SIGKILL every node"));
+    let served = client.stats().fallback_writes + client.stats().fallback_reads;
+    // Until every master's breaker has opened and 2000 more calls were
+    // served from memory.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let stats = client.stats();
+        let all_open = stats
+            .endpoints
+            .iter()
+            .all(|e| e.circuit != resilient_redis::BreakerState::Closed);
+        if all_open && stats.fallback_writes + stats.fallback_reads >= served + 2000 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{stats:?}");
+        thread::yield_now();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut ops = Vec::new();
+    for w in workers {
+        ops.extend(w.join().unwrap());
+    }
+    assert!(client.health().serving_from_memory);
+    assert_history("kill master, then all", ops, faults, bound);
 }

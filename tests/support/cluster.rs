@@ -125,7 +125,7 @@ impl RedisCluster {
 
     /// `ROLE` of node `i`: `"master"` or `"slave"` (`None` when down).
     pub fn role(&self, i: usize) -> Option<String> {
-        let mut conn = super::connect(&self.nodes[i].url(), Duration::from_millis(500)).ok()?;
+        let mut conn = super::connect(&self.nodes[i].url(), Duration::from_secs(2)).ok()?;
         let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut conn).ok()?;
         match role.first() {
             Some(redis::Value::BulkString(b)) => Some(String::from_utf8_lossy(b).into_owned()),
@@ -166,26 +166,41 @@ impl RedisCluster {
             .expect("CLUSTER KEYSLOT")
     }
 
-    /// The index of the running master that serves `key` (the one that
-    /// answers `EXISTS` rather than `MOVED`).
+    /// The index of the running master that serves `key`: a master
+    /// answers `EXISTS` itself or redirects with `MOVED <slot> host:port`.
     pub fn owner_of(&self, key: &[u8]) -> usize {
-        for i in self.masters() {
-            let reply = redis::cmd("EXISTS")
-                .arg(key)
-                .query::<i64>(&mut self.connection(i));
-            if reply.is_ok() {
-                return i;
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            for i in self.masters() {
+                let reply = super::connect(&self.nodes[i].url(), Duration::from_secs(2))
+                    .and_then(|mut c| redis::cmd("EXISTS").arg(key).query::<i64>(&mut c));
+                match reply {
+                    Ok(_) => return i,
+                    Err(e) => {
+                        let port = e
+                            .redirect_node()
+                            .and_then(|(addr, _)| addr.rsplit_once(':'))
+                            .and_then(|(_, p)| p.parse::<u16>().ok());
+                        let target = self.nodes.iter().position(|n| Some(n.port()) == port);
+                        if let Some(j) = target.filter(|j| self.is_up(*j)) {
+                            return j;
+                        }
+                    }
+                }
             }
+            assert!(
+                Instant::now() < deadline,
+                "no running master serves {:?}",
+                String::from_utf8_lossy(key)
+            );
+            thread::sleep(Duration::from_millis(20));
         }
-        panic!(
-            "no running master serves {:?}",
-            String::from_utf8_lossy(key)
-        );
     }
 
     /// `GET key` on node `i` directly (`Err` for a `MOVED`).
     pub fn get_on(&self, i: usize, key: &[u8]) -> redis::RedisResult<Option<Vec<u8>>> {
-        redis::cmd("GET").arg(key).query(&mut self.connection(i))
+        let mut conn = super::connect(&self.nodes[i].url(), Duration::from_secs(2))?;
+        redis::cmd("GET").arg(key).query(&mut conn)
     }
 
     /// SIGKILLs node `i`.
