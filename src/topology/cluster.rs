@@ -37,7 +37,7 @@
 //! call of a client, with no map yet, discovers it itself within one
 //! connect and one socket timeout.
 
-mod redirect;
+pub(crate) mod redirect;
 pub(crate) mod shards;
 pub(crate) mod slot;
 
