@@ -514,3 +514,61 @@ fn a_master_killed_under_load_then_the_whole_cluster_down() {
     assert!(client.health().serving_from_memory);
     assert_history("kill master, then all", ops, faults, bound);
 }
+
+/// `cmdstat_<name>` calls on node `i`.
+fn calls_on(cluster: &RedisCluster, i: usize, name: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut cluster.connection(i))
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{name}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn reads_from_replicas_keep_read_your_writes() {
+    let cluster = shared();
+    let replicas: Vec<usize> = (0..cluster.nodes.len())
+        .filter(|i| cluster.role(*i).as_deref() == Some("slave"))
+        .collect();
+    let before: u64 = replicas.iter().map(|r| calls_on(cluster, *r, "get")).sum();
+    // Keys another process wrote: replicas may serve them once replicated.
+    let writer = Client::new(config(&cluster.seed_url()).build().unwrap()).unwrap();
+    for i in 0..30 {
+        writer.set(format!("rr:{i}"), "theirs").unwrap();
+    }
+    let reader = Client::new(
+        config(&cluster.seed_url())
+            .read_from_replicas(true)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    for i in 0..30 {
+        // A replica may lag (a miss or the value): never anything else.
+        let v: Option<String> = reader.get(format!("rr:{i}")).unwrap();
+        assert!(v.is_none() || v.as_deref() == Some("theirs"), "{v:?}");
+    }
+    let after: u64 = replicas.iter().map(|r| calls_on(cluster, *r, "get")).sum();
+    assert!(
+        after > before,
+        "no read reached a replica: {:?}",
+        reader.stats().endpoints
+    );
+    assert_eq!(
+        reader.stats().endpoints.len(),
+        6,
+        "masters and replicas listed"
+    );
+    // What this process writes, it reads back at once, however far the
+    // replicas lag: from the master.
+    for n in 0..200 {
+        let key = format!("rr:{}", n % 30);
+        reader.set(&key, n.to_string()).unwrap();
+        let v: Option<String> = reader.get(&key).unwrap();
+        assert_eq!(v, Some(n.to_string()));
+    }
+}

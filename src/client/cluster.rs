@@ -24,8 +24,9 @@ use crate::stats::Stats;
 use crate::topology::cluster::slot::key_slot;
 use crate::topology::cluster::{ClusterTopology, Grouping};
 
-/// `f` on `endpoint`, or on each master of a cluster endpoint with its
-/// `host:port`: what `stats()` and `health()` list.
+/// `f` on `endpoint`, or on each master of a cluster endpoint (then each
+/// replica reads may go to) with its `host:port`: what `stats()` and
+/// `health()` list.
 pub(super) fn per_node<T>(
     endpoint: &RedisEndpoint,
     f: impl Fn(&RedisEndpoint, Option<String>) -> T,
@@ -35,8 +36,10 @@ pub(super) fn per_node<T>(
         // Not a cluster, or no slot map yet.
         return vec![f(endpoint, None)];
     }
+    let replicas = endpoint.cluster().map(|c| c.replicas()).unwrap_or_default();
     masters
         .iter()
+        .chain(replicas.iter())
         .map(|n| f(&n.endpoint, Some(n.addr.to_string())))
         .collect()
 }

@@ -40,6 +40,7 @@
 pub(crate) mod redirect;
 pub(crate) mod shards;
 pub(crate) mod slot;
+mod written;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -126,6 +127,8 @@ struct View {
     masters: Vec<Arc<ClusterNode>>,
     /// Replica addresses, asked when refreshing.
     replicas: Vec<NodeAddr>,
+    /// With `read_from_replicas`: each shard's online replicas.
+    replica_nodes: Vec<Vec<Arc<ClusterNode>>>,
 }
 
 impl View {
@@ -135,6 +138,7 @@ impl View {
             assigned: 0,
             masters: Vec::new(),
             replicas: Vec::new(),
+            replica_nodes: Vec::new(),
         }
     }
 }
@@ -191,6 +195,10 @@ pub(crate) struct ClusterTopology {
     /// the next attempt (the replica promoted in its place may lack them).
     distrusted: Mutex<Vec<Key>>,
     has_distrusted: AtomicBool,
+    /// `read_from_replicas`: reads of keys this process never wrote may go
+    /// to a replica.
+    read_from_replicas: bool,
+    written: written::Written,
 }
 
 impl std::fmt::Debug for ClusterTopology {
@@ -247,6 +255,8 @@ impl ClusterTopology {
             counts: ClusterCounts::default(),
             distrusted: Mutex::new(Vec::new()),
             has_distrusted: AtomicBool::new(false),
+            read_from_replicas: config.read_from_replicas,
+            written: written::Written::new(),
         }
     }
 
@@ -311,6 +321,15 @@ impl ClusterTopology {
         f: &mut dyn FnMut(&mut PooledConnection, Role) -> Result<T, Error>,
     ) -> Result<T, Error> {
         let slot = route.keys.first().map(|k| key_slot(k));
+        if self.read_from_replicas {
+            if route.write {
+                // Before it is sent: a read that follows its acknowledgement
+                // must find it noted.
+                self.written.insert(route.keys);
+            } else if let Some(value) = self.call_replica(route, slot, deadline, f) {
+                return Ok(value);
+            }
+        }
         let mut node = self.node_for(slot, deadline)?;
         let mut asking = false;
         let mut redirects = 0u32;
@@ -382,6 +401,80 @@ impl ClusterTopology {
                 }
             };
         }
+    }
+
+    /// A read on a replica of `slot`'s master when one may serve it (a key
+    /// this process never wrote, a replica whose breaker is closed):
+    /// `READONLY`, then the command. `None` when no replica may, or when it
+    /// failed in any way: the master serves the read then.
+    fn call_replica<T>(
+        &self,
+        route: Route<'_>,
+        slot: Option<u16>,
+        deadline: Option<Instant>,
+        f: &mut dyn FnMut(&mut PooledConnection, Role) -> Result<T, Error>,
+    ) -> Option<T> {
+        let slot = slot?;
+        if !self.written.none_written(route.keys) {
+            return None;
+        }
+        let view = self.view.read().clone();
+        let replicas = view
+            .table
+            .get(slot)
+            .and_then(|i| view.replica_nodes.get(i))?;
+        let n = replicas.len();
+        if n == 0 {
+            return None;
+        }
+        let start = self.next_any.fetch_add(1, Ordering::Relaxed);
+        let replica = (0..n)
+            .filter_map(|i| replicas.get(start.wrapping_add(i) % n))
+            .find(|r| r.endpoint.breaker.state() == BreakerState::Closed)?;
+        replica
+            .endpoint
+            .call(deadline, &mut |conn, role| {
+                redis::cmd("READONLY")
+                    .query::<()>(conn)
+                    .map_err(|e| Error::from_redis(e).with_may_have_executed(false))?;
+                f(conn, role)
+            })
+            .ok()
+    }
+
+    /// The replicas of each master, as endpoints (only with
+    /// `read_from_replicas`): kept from `old` when already known.
+    fn replica_nodes(&self, shards: &[Shard], old: &View) -> Vec<Vec<Arc<ClusterNode>>> {
+        if !self.read_from_replicas {
+            return Vec::new();
+        }
+        let known = |addr: &NodeAddr| {
+            old.replica_nodes
+                .iter()
+                .flatten()
+                .find(|n| n.addr == *addr)
+                .cloned()
+        };
+        shards
+            .iter()
+            .map(|s| {
+                s.replicas
+                    .iter()
+                    .map(|r| known(r).unwrap_or_else(|| self.new_node(r)))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Replica endpoints, for the stats (empty without `read_from_replicas`).
+    pub(crate) fn replicas(&self) -> Vec<Arc<ClusterNode>> {
+        self.view
+            .read()
+            .replica_nodes
+            .iter()
+            .flatten()
+            .cloned()
+            .collect()
     }
 
     /// The master for `slot` (any master for `None`), reading the map
@@ -629,6 +722,7 @@ impl ClusterTopology {
             masters.push(node);
         }
         let replicas: Vec<NodeAddr> = shards.iter().flat_map(|s| s.replicas.clone()).collect();
+        let replica_nodes = self.replica_nodes(&shards, &old);
         let assigned = table.assigned();
         let mut moves = 0u64;
         if old.assigned > 0 {
@@ -661,6 +755,7 @@ impl ClusterTopology {
             assigned,
             masters,
             replicas,
+            replica_nodes,
         });
         if changed {
             self.counts.changes.fetch_add(1, Ordering::Relaxed);

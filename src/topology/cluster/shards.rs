@@ -54,7 +54,8 @@ pub(crate) struct Shard {
     /// Inclusive `(first, last)` slot ranges.
     pub(crate) slots: Vec<(u16, u16)>,
     pub(crate) master: NodeAddr,
-    /// Replicas that are online (a failed one is never read from).
+    /// Replicas not reported failed (one still loading answers `LOADING`,
+    /// and the read goes to the master then).
     pub(crate) replicas: Vec<NodeAddr>,
 }
 
@@ -269,7 +270,8 @@ fn parse_node(v: &Value, tls: bool, seed_host: &str) -> Result<Node, MapError> {
     let role = get("role")
         .and_then(text)
         .ok_or(MapError("no role".into()))?;
-    let online = get("health").and_then(text).is_none_or(|h| h == "online");
+    // `online`, `loading` or `failed`: only a failed node is left out.
+    let online = get("health").and_then(text).is_none_or(|h| h != "failed");
     Ok(Node {
         addr: NodeAddr { host, port },
         master: role == "master",
