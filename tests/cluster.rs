@@ -572,3 +572,39 @@ fn reads_from_replicas_keep_read_your_writes() {
         assert_eq!(v, Some(n.to_string()));
     }
 }
+
+#[test]
+fn redis_rs_pipelines_through_the_client_are_split_too() {
+    let cluster = shared();
+    let client = Client::new(config(&cluster.seed_url()).build().unwrap()).unwrap();
+    let mut conn = &client;
+    let (a, b): (String, String) = redis::pipe()
+        .cmd("SET")
+        .arg("rp:a")
+        .arg("1")
+        .ignore()
+        .cmd("SET")
+        .arg("rp:b")
+        .arg("2")
+        .ignore()
+        .cmd("GET")
+        .arg("rp:a")
+        .cmd("GET")
+        .arg("rp:b")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!((a.as_str(), b.as_str()), ("1", "2"));
+    assert_ne!(cluster.key_slot(b"rp:a"), cluster.key_slot(b"rp:b"));
+    let err = redis::pipe()
+        .atomic()
+        .cmd("SET")
+        .arg("rp:a")
+        .arg("x")
+        .cmd("SET")
+        .arg("rp:b")
+        .arg("y")
+        .query::<()>(&mut conn)
+        .unwrap_err();
+    let err = resilient_redis::Error::from_redis_error(&err).unwrap();
+    assert_eq!(err.kind(), ErrorKind::Unsupported);
+}
