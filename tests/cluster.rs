@@ -608,3 +608,29 @@ fn redis_rs_pipelines_through_the_client_are_split_too() {
     let err = resilient_redis::Error::from_redis_error(&err).unwrap();
     assert_eq!(err.kind(), ErrorKind::Unsupported);
 }
+
+#[test]
+fn no_seed_answering_is_served_from_memory_within_the_bound() {
+    let port = support::free_port();
+    let config = config(&format!("redis+cluster://127.0.0.1:{port}"))
+        .build()
+        .unwrap();
+    let bound = config.call_bound();
+    let client = Client::new(config).unwrap();
+    for i in 0..50 {
+        let start = Instant::now();
+        client.set(format!("m:{i}"), "v").unwrap();
+        let v: Option<String> = client.get(format!("m:{i}")).unwrap();
+        assert_eq!(v.as_deref(), Some("v"));
+        assert!(
+            start.elapsed() < bound * 2,
+            "{:?} > 2 × {bound:?}",
+            start.elapsed()
+        );
+    }
+    let err = client.execute::<String>(&redis::cmd("PING")).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Connection);
+    assert!(err.to_string().contains("slot map"), "{err}");
+    assert!(client.stats().cluster_refresh_failures > 0);
+    assert!(client.health().serving_from_memory);
+}

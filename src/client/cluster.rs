@@ -18,7 +18,7 @@ use super::Client;
 use crate::consistency::{pipeline_keys, Access, CommandKeys, Mirror};
 use crate::error::{Error, ErrorClass, ErrorKind};
 use crate::retry::Idempotency;
-use crate::router::{RedisEndpoint, Router};
+use crate::router::{RedisEndpoint, Role, Router};
 use crate::stats::Counters;
 use crate::stats::Stats;
 use crate::topology::cluster::slot::key_slot;
@@ -67,9 +67,15 @@ pub(super) fn fill_stats(router: &Router, stats: &mut Stats) {
 }
 
 impl Inner {
-    /// The cluster topology, when the primary is a `redis+cluster://` URL.
+    /// The cluster topology, when the primary (or else the secondary) is a
+    /// `redis+cluster://` URL: multi-slot requests are split by slot then
+    /// (harmless on a standalone server, needed on a cluster).
     pub(crate) fn cluster(&self) -> Option<&ClusterTopology> {
-        self.router.as_ref().and_then(|r| r.primary.cluster())
+        let router = self.router.as_ref()?;
+        router
+            .primary
+            .cluster()
+            .or_else(|| router.secondary.as_ref().and_then(|s| s.cluster()))
     }
 
     /// The background thread's cluster work: a refresh of the slot map
@@ -84,13 +90,11 @@ impl Inner {
         }
     }
 
-    /// Marks `keys` stale on the primary (a cluster master failed over and
+    /// Marks `keys` stale on `role` (a cluster master failed over and
     /// its successor may lack them): each is deleted before it is served,
     /// and the reconciler deletes the rest.
-    pub(crate) fn cluster_distrusted(&self, keys: &[std::sync::Arc<[u8]>]) {
-        let refused = self
-            .consistency
-            .mark_stale(crate::router::Role::Primary, keys);
+    pub(crate) fn cluster_distrusted(&self, role: Role, keys: &[std::sync::Arc<[u8]>]) {
+        let refused = self.consistency.mark_stale(role, keys);
         if refused > 0 {
             log::warn!(
                 "{refused} keys written to a failed redis cluster master could not be recorded for invalidation (the journal is full): reads of them may return older values"

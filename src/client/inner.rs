@@ -281,10 +281,14 @@ impl Inner {
         // On a cluster, the master of the first key's slot serves it.
         let route = Route::keys(keys, access != Access::Read);
         self.redis_routed(route, idempotent, |conn, role| {
-            if let Some(c) = self.cluster().filter(|c| c.has_distrusted()) {
+            let cluster = self
+                .router
+                .as_ref()
+                .and_then(|r| r.endpoint(role).cluster());
+            if let Some(c) = cluster.filter(|c| c.has_distrusted()) {
                 // A master failed over: what it acknowledged lately may be
                 // missing on its successor; deleted before it is served.
-                c.drain_distrusted(|keys| self.cluster_distrusted(keys));
+                c.drain_distrusted(|keys| self.cluster_distrusted(role, keys));
             }
             let sentinel = self
                 .router
@@ -642,7 +646,7 @@ impl Inner {
             // cooldown keeps it away (and its end lets it probe) as it does
             // callers; to a secondary calls have left, directly.
             let cluster = router.endpoint(endpoint.role).cluster();
-            let sent = if let Some(cluster) = cluster.filter(|_| active) {
+            let sent = if let Some(cluster) = cluster {
                 // Split by slot: each key goes to the master that owns it
                 // now (after a failover, the promoted replica).
                 cluster.pipeline_by_slot(&batch.pipeline, None).map(drop)

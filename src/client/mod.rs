@@ -397,12 +397,7 @@ impl Client {
             .collect();
         let active = router.active();
         // A cluster's own breaker never opens: its masters' do.
-        let failing = active.is_failing()
-            || (active.cluster().is_some()
-                && endpoints.iter().any(|e| {
-                    e.role == active.role.as_str()
-                        && (e.circuit != BreakerState::Closed || e.last_error.is_some())
-                }));
+        let failing = active.is_failing() || active.cluster().is_some_and(|c| c.degraded());
         let status = match active.breaker.state() {
             BreakerState::Closed
                 if !serving_from_memory && !router.failover_active() && !failing =>

@@ -307,6 +307,16 @@ impl ClusterTopology {
         }
     }
 
+    /// `true` when a master's breaker is not closed or its last attempt
+    /// could not be served: some slots are not served from Redis.
+    pub(crate) fn degraded(&self) -> bool {
+        self.view
+            .read()
+            .masters
+            .iter()
+            .any(|n| n.endpoint.is_failing() || n.endpoint.breaker.state() != BreakerState::Closed)
+    }
+
     /// The masters now, in shard order.
     pub(crate) fn masters(&self) -> Vec<Arc<ClusterNode>> {
         self.view.read().masters.clone()
@@ -558,6 +568,14 @@ impl ClusterTopology {
         };
         if self.view.read().assigned > 0 {
             return Ok(());
+        }
+        // A read that just failed is not repeated by every call: they fail
+        // fast (and the fallback serves) until the next one is due.
+        let recent = state
+            .last
+            .is_some_and(|at| self.clock.now().saturating_duration_since(at) < REFRESH_GAP);
+        if let (true, Some(why)) = (recent, &state.last_error) {
+            return Err(no_map(why.clone()));
         }
         match self.refresh_locked(&mut state, until) {
             Ok(()) => Ok(()),
