@@ -634,3 +634,70 @@ fn no_seed_answering_is_served_from_memory_within_the_bound() {
     assert!(client.stats().cluster_refresh_failures > 0);
     assert!(client.health().serving_from_memory);
 }
+
+#[test]
+fn with_the_fallback_off_a_dead_master_fails_only_its_own_slots_until_promoted() {
+    // Redis' default (`yes`) makes every node refuse every slot with
+    // CLUSTERDOWN while one is uncovered: no client can serve the others.
+    let mut cluster = RedisCluster::start_with(3, &["--cluster-require-full-coverage", "no"]);
+    let client = Client::new(
+        config(&cluster.seed_url())
+            .fallback_mode(FallbackMode::Disabled)
+            .failure_threshold(3)
+            .open_timeout(ms(500))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let victim = cluster.owner_of(b"dead:0");
+    let dead = key_on(&cluster, victim, "dead:");
+    let alive: Vec<String> = (0..40)
+        .map(|i| format!("alive:{i}"))
+        .filter(|k| cluster.owner_of(k.as_bytes()) != victim)
+        .collect();
+    for k in &alive {
+        client.set(k, "1").unwrap();
+    }
+    client.set(&dead, "before").unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (c, keys) = (client.clone(), alive.clone());
+    let workers = on_threads(4, &stop, move |t, stop| {
+        let mut failures = Vec::new();
+        let mut n = 0usize;
+        while !stop.load(Ordering::Relaxed) {
+            n += 1;
+            let key = &keys[(n * 4 + t) % keys.len()];
+            if let Err(e) = c.set(key, n.to_string()) {
+                failures.push(format!("set {key}: {e}"));
+            }
+            if let Err(e) = c.get::<_, String>(key) {
+                failures.push(format!("get {key}: {e}"));
+            }
+        }
+        failures
+    });
+    cluster.kill(victim);
+    // The dead master's slots fail (nothing to serve them) ...
+    let err = client.get::<_, String>(&dead).unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    // ... until its replica is promoted and the client has seen it.
+    cluster.wait_ok(support::cluster::SETTLE);
+    let deadline = Instant::now() + Duration::from_secs(7);
+    while client.set(&dead, "after").is_err() {
+        assert!(Instant::now() < deadline, "{:?}", client.stats());
+        thread::sleep(ms(20));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        let failures = w.join().unwrap();
+        assert!(
+            failures.is_empty(),
+            "{} calls on other masters' keys failed, first: {:?}; killed node {} (port {}); {:?}",
+            failures.len(),
+            &failures[..failures.len().min(3)],
+            victim,
+            cluster.nodes[victim].port(),
+            client.stats().endpoints
+        );
+    }
+}

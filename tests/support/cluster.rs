@@ -41,9 +41,16 @@ impl RedisCluster {
     /// Starts `masters` × 2 nodes and forms the cluster (one replica per
     /// master); returns once every node reports `cluster_state:ok`.
     pub fn start(masters: usize) -> RedisCluster {
+        RedisCluster::start_with(masters, &[])
+    }
+
+    /// [`RedisCluster::start`] with extra `redis-server` arguments for
+    /// every node.
+    pub fn start_with(masters: usize, extra: &[&str]) -> RedisCluster {
         let nodes: Vec<RedisServer> = (0..masters * 2)
             .map(|_| {
                 RedisServer::builder()
+                    .args(extra)
                     .args(&[
                         "--cluster-enabled",
                         "yes",
