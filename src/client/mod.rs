@@ -337,19 +337,37 @@ impl Client {
         Ok(start.elapsed())
     }
 
-    /// The primary's circuit breaker state (`None` when memory-only).
+    /// The primary's circuit breaker state (`None` when memory-only). On a
+    /// Redis Cluster each master has its own breaker: this is `Closed`
+    /// while none is, else the first that is not (see
+    /// [`Client::stats`] for each).
     pub fn breaker_state(&self) -> Option<BreakerState> {
+        if let Some(c) = self.inner.router.as_ref().and_then(|r| r.primary.cluster()) {
+            let states = c
+                .masters()
+                .iter()
+                .map(|n| n.endpoint.breaker.state())
+                .collect::<Vec<_>>();
+            return Some(
+                states
+                    .into_iter()
+                    .find(|s| *s != BreakerState::Closed)
+                    .unwrap_or(BreakerState::Closed),
+            );
+        }
         self.inner
             .router
             .as_ref()
             .map(|r| r.primary.breaker.state())
     }
 
-    /// Closes every endpoint's breaker at once (an operator's override).
+    /// Closes every endpoint's breaker at once (an operator's override),
+    /// each cluster node's included.
     pub fn reset_breaker(&self) {
         if let Some(router) = &self.inner.router {
             for e in router.endpoints() {
                 e.breaker.reset();
+                cluster::per_node(e, |n, _| n.breaker.reset());
             }
         }
     }
