@@ -19,6 +19,42 @@ use history::{Call, History, Note, Op, Reply, Rules};
 use resilient_redis::{redis, Client, Config, ErrorKind, FallbackMode};
 use support::{ms, RedisCluster};
 
+/// Every INFO-or-worse line logged in this test binary (one logger per
+/// process: tests pick their own lines out by the ports they name).
+struct Capture(std::sync::Mutex<Vec<String>>);
+
+impl log::Log for Capture {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        m.level() <= log::Level::Info
+    }
+    fn log(&self, r: &log::Record) {
+        if self.enabled(r.metadata()) {
+            self.0.lock().unwrap().push(r.args().to_string());
+        }
+    }
+    fn flush(&self) {}
+}
+
+static CAPTURE: Capture = Capture(std::sync::Mutex::new(Vec::new()));
+
+/// Installs [`CAPTURE`] (once) and returns the lines logged so far that
+/// contain `needle`.
+fn logged(needle: &str) -> Vec<String> {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let _ = log::set_logger(&CAPTURE);
+        log::set_max_level(log::LevelFilter::Info);
+    });
+    CAPTURE
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains(needle))
+        .cloned()
+        .collect()
+}
+
 /// The cluster the non-destructive tests share.
 fn shared() -> &'static RedisCluster {
     static CLUSTER: OnceLock<RedisCluster> = OnceLock::new();
@@ -252,6 +288,7 @@ fn on_threads<T: Send + 'static>(
 
 #[test]
 fn reshard_under_load_with_the_fallback_off_fails_no_call() {
+    logged("");
     let cluster = RedisCluster::start(3);
     let client = Client::new(
         config(&cluster.seed_url())
@@ -324,6 +361,38 @@ fn reshard_under_load_with_the_fallback_off_fails_no_call() {
         "the reshard was seen: {stats:?}"
     );
     assert_eq!(stats.errors_transient + stats.errors_permanent, 0);
+    // One INFO line per change of the map this client saw (polled: a
+    // refresh may be logging its line right now).
+    let seed = format!("127.0.0.1:{}", cluster.nodes[0].port());
+    let ours = || -> Vec<String> {
+        logged("redis cluster topology changed")
+            .into_iter()
+            .filter(|l| {
+                cluster
+                    .nodes
+                    .iter()
+                    .any(|n| l.contains(&format!(":{}", n.port())))
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let changes = loop {
+        let counted = client.stats().cluster_topology_changes;
+        let changes = ours();
+        if changes.len() as u64 == counted {
+            break changes;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{counted} changes counted, logged: {changes:#?}"
+        );
+        thread::sleep(ms(10));
+    };
+    assert!(
+        changes.len() >= 2,
+        "first map, then the reshard: {changes:#?}"
+    );
+    assert!(changes.iter().any(|l| l.contains(&seed)), "{changes:#?}");
 }
 
 /// Keys the history workloads share.
