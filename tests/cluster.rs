@@ -509,7 +509,9 @@ fn a_master_killed_under_load_then_the_whole_cluster_down() {
         thread::yield_now();
     }
     let victim = cluster.owner_of(hkey(0).as_bytes());
+    let victim_addr = format!("127.0.0.1:{}", cluster.nodes[victim].port());
     let probe = key_on(&cluster, victim, "probe:");
+    logged("");
     cluster.kill(victim);
     faults.push(Note::new(
         t0.elapsed(),
@@ -562,6 +564,10 @@ fn a_master_killed_under_load_then_the_whole_cluster_down() {
         "the outage was served from memory"
     );
     assert!(stats.cluster_topology_changes >= 2, "{stats:?}");
+    // What the dead master acknowledged last was distrusted on its
+    // successor (its replica may not have received it), once.
+    let gone = logged(&format!("master {victim_addr} is gone"));
+    assert_eq!(gone.len(), 1, "{gone:?}");
 
     // Now every node: calls are served from memory, each within its bound.
     let down_at = t0.elapsed();

@@ -343,17 +343,12 @@ impl Client {
     /// [`Client::stats`] for each).
     pub fn breaker_state(&self) -> Option<BreakerState> {
         if let Some(c) = self.inner.router.as_ref().and_then(|r| r.primary.cluster()) {
-            let states = c
+            let not_closed = c
                 .masters()
                 .iter()
                 .map(|n| n.endpoint.breaker.state())
-                .collect::<Vec<_>>();
-            return Some(
-                states
-                    .into_iter()
-                    .find(|s| *s != BreakerState::Closed)
-                    .unwrap_or(BreakerState::Closed),
-            );
+                .find(|s| *s != BreakerState::Closed);
+            return Some(not_closed.unwrap_or(BreakerState::Closed));
         }
         self.inner
             .router

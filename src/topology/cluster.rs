@@ -277,7 +277,7 @@ impl ClusterTopology {
         self.has_distrusted.store(false, Ordering::Release);
     }
 
-    /// `node` is no longer the master of its slots and had failed: what
+    /// `node` is no longer the master of its slots and failed: what
     /// it acknowledged lately is distrusted. Called before the new map is
     /// visible, so that every attempt that sees it finds them pending.
     fn distrust(&self, node: &ClusterNode) {
@@ -759,13 +759,15 @@ impl ClusterTopology {
             .map(|o| o.addr.to_string())
             .collect();
         let changed = old.assigned == 0 || moves > 0 || !added.is_empty() || !removed.is_empty();
-        // A master that left the map (failed over, or removed) may have
-        // acknowledged writes its successor never received.
-        for gone in old
-            .masters
-            .iter()
-            .filter(|o| !masters.iter().any(|n| n.addr == o.addr))
-        {
+        // A master that left the map after failing (calls to it failed,
+        // or the cluster reports it failed) may have acknowledged writes
+        // its successor never received. One removed in good order (its
+        // slots migrated first) lost nothing.
+        let failed: Vec<&NodeAddr> = shards.iter().flat_map(|s| s.failed.iter()).collect();
+        for gone in old.masters.iter().filter(|o| {
+            !masters.iter().any(|n| n.addr == o.addr)
+                && (o.troubled.load(Ordering::Relaxed) || failed.contains(&&o.addr))
+        }) {
             self.distrust(gone);
         }
         *self.view.write() = Arc::new(View {

@@ -57,6 +57,9 @@ pub(crate) struct Shard {
     /// Replicas not reported failed (one still loading answers `LOADING`,
     /// and the read goes to the master then).
     pub(crate) replicas: Vec<NodeAddr>,
+    /// Nodes of the shard the cluster reports failed (`CLUSTER SHARDS`
+    /// only): a master among them was failed over, not removed.
+    pub(crate) failed: Vec<NodeAddr>,
 }
 
 /// What was wrong with a cluster topology reply.
@@ -183,6 +186,7 @@ pub(crate) fn parse_shards(
         let mut slots = Vec::new();
         let mut master: Option<(NodeAddr, bool)> = None;
         let mut replicas = Vec::new();
+        let mut failed = Vec::new();
         for (name, value) in &fields {
             match name.as_str() {
                 "slots" => {
@@ -201,6 +205,9 @@ pub(crate) fn parse_shards(
                     for (j, node) in list.iter().enumerate() {
                         let node = parse_node(node, tls, seed_host)
                             .map_err(|e| at(format!("node {j}: {e}")))?;
+                        if !node.online {
+                            failed.push(node.addr.clone());
+                        }
                         match node {
                             Node {
                                 addr,
@@ -242,6 +249,7 @@ pub(crate) fn parse_shards(
             slots,
             master,
             replicas,
+            failed,
         });
     }
     Ok(out)
@@ -321,6 +329,7 @@ pub(crate) fn parse_slots(reply: &Value, seed_host: &str) -> Result<Vec<Shard>, 
                     slots: vec![range],
                     master,
                     replicas,
+                    failed: Vec::new(),
                 });
             }
         }
@@ -458,6 +467,8 @@ mod tests {
         assert_eq!(shards[0].master.to_string(), "127.0.0.1:7000");
         assert_eq!(shards[0].replicas.len(), 1);
         assert_eq!(shards[1].master.port, 7004);
+        assert_eq!(shards[1].failed.len(), 1);
+        assert_eq!(shards[1].failed[0].port, 7001);
         assert_eq!(shards[2].master.to_string(), "seed:7002");
         let table = SlotTable::from_shards(&shards)?;
         assert_eq!(table.get(0), Some(0));
