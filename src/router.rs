@@ -82,7 +82,7 @@ impl RedisEndpoint {
                 pool: pool_listener.clone(),
                 topology: topology_listener.clone(),
             };
-            ClusterTopology::new(&spec.seeds, endpoint, config, clock, hooks)
+            ClusterTopology::new(role, &spec.seeds, endpoint, config, clock, hooks)
         });
         let breaker = CircuitBreaker::new(BreakerConfig::from(config), clock.clone())
             .with_name(format!("{} {}", role.as_str(), endpoint.redacted))

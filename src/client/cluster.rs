@@ -96,7 +96,11 @@ impl Inner {
     pub(crate) fn cluster_distrusted(&self, role: Role, keys: &[std::sync::Arc<[u8]>]) {
         let refused = self.consistency.mark_stale(role, keys);
         if refused > 0 {
-            log::warn!(
+            crate::log_fields::log_fields!(
+                log::Level::Warn,
+                crate::log_fields::Fields::new("cluster_distrust")
+                    .count(refused as u64)
+                    .at(role.as_str(), "none");
                 "{refused} keys written to a failed redis cluster master could not be recorded for invalidation (the journal is full): reads of them may return older values"
             );
         }

@@ -56,6 +56,7 @@ use crate::breaker::{BreakerListener, BreakerState};
 use crate::clock::SharedClock;
 use crate::config::{Config, Endpoint};
 use crate::error::{Error, ErrorClass, ErrorKind};
+use crate::log_fields::{log_fields, Fields};
 use crate::pool::{PoolListener, PooledConnection};
 use crate::router::{RedisEndpoint, Role};
 use crate::topology::recent::{Key, RecentWrites};
@@ -170,6 +171,8 @@ pub(crate) struct ClusterCounts {
 
 /// See the module docs.
 pub(crate) struct ClusterTopology {
+    /// Which configured endpoint this is (for the log fields).
+    role: Role,
     seeds: Vec<NodeAddr>,
     /// The nodes' connection settings (credentials, TLS, TCP); each
     /// node's address is set on a copy.
@@ -214,6 +217,7 @@ impl ClusterTopology {
     /// The topology of a `redis+cluster://` endpoint; no I/O (the first
     /// call or the background thread reads the map).
     pub(crate) fn new(
+        role: Role,
         seeds: &[(String, u16)],
         endpoint: &Endpoint,
         config: &Config,
@@ -233,6 +237,7 @@ impl ClusterTopology {
             (None, false) => {}
         }
         ClusterTopology {
+            role,
             seeds: seeds
                 .iter()
                 .map(|(host, port)| NodeAddr {
@@ -294,15 +299,21 @@ impl ClusterTopology {
             let mut pending = self.distrusted.lock();
             node.recent.drain(|keys| pending.extend_from_slice(keys));
             self.has_distrusted.store(true, Ordering::Release);
-            log::info!(
-                "redis cluster: master {} is gone; {n} keys it acknowledged lately are deleted on its successor before they are served",
-                node.addr
+            let addr = node.addr.to_string();
+            log_fields!(
+                log::Level::Info,
+                Fields::new("cluster_distrust").at(self.role.as_str(), "none"),
+                keys = n, node = addr.as_str();
+                "redis cluster: master {addr} is gone; {n} keys it acknowledged lately are deleted on its successor before they are served"
             );
         }
         if lost {
-            log::warn!(
-                "redis cluster: more keys were written to master {} just before it failed than could be noted: reads of some may return values older than those writes",
-                node.addr
+            let addr = node.addr.to_string();
+            log_fields!(
+                log::Level::Warn,
+                Fields::new("cluster_distrust").at(self.role.as_str(), "none"),
+                node = addr.as_str();
+                "redis cluster: more keys were written to master {addr} just before it failed than could be noted: reads of some may return values older than those writes"
             );
         }
     }
@@ -783,11 +794,18 @@ impl ClusterTopology {
             let list: Vec<String> = shards
                 .iter()
                 .map(|s| {
-                    let n: usize = s.slots.iter().map(|(a, b)| usize::from(b - a) + 1).sum();
+                    let n: usize = s
+                        .slots
+                        .iter()
+                        .map(|(a, b)| usize::from(b.saturating_sub(*a)).saturating_add(1))
+                        .sum();
                     format!("{} ({n} slots, {} replicas)", s.master, s.replicas.len())
                 })
                 .collect();
-            log::info!(
+            log_fields!(
+                log::Level::Info,
+                Fields::new("cluster_topology").at(self.role.as_str(), "none"),
+                slots_moved = moves, masters = shards.len();
                 "redis cluster topology changed (map from {from}): {} masters [{}], {assigned} of 16384 slots served, {moves} slots moved, masters added [{}], removed [{}]",
                 shards.len(),
                 list.join(", "),

@@ -54,7 +54,9 @@ impl Written {
             if shard.len() >= CAPACITY / SHARDS && !shard.contains(&h) {
                 drop(shard);
                 if !self.full.swap(true, Ordering::Relaxed) {
-                    log::warn!(
+                    crate::log_fields::log_fields!(
+                        log::Level::Warn,
+                        crate::log_fields::Fields::new("read_from_replicas");
                         "redis cluster: more than {CAPACITY} distinct keys written by this process; from now on every read goes to the masters (read_from_replicas can no longer tell which keys this process wrote)"
                     );
                 }
