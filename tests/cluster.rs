@@ -786,3 +786,75 @@ fn with_the_fallback_off_a_dead_master_fails_only_its_own_slots_until_promoted()
         );
     }
 }
+
+#[test]
+fn ask_during_a_slot_migration_then_moved_once_it_is_done() {
+    let cluster = shared();
+    let client = Client::new(config(&cluster.seed_url()).build().unwrap()).unwrap();
+    let key = "{ask-test}:k";
+    client.set(key, "v1").unwrap();
+    let slot = cluster.key_slot(key.as_bytes());
+    let source = cluster.owner_of(key.as_bytes());
+    let target = *cluster.masters().iter().find(|m| **m != source).unwrap();
+    let (source_id, target_id) = (cluster.node_id(source), cluster.node_id(target));
+    let setslot = |node: usize, how: &str, id: &str| {
+        redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg(how)
+            .arg(id)
+            .query::<()>(&mut cluster.connection(node))
+            .unwrap();
+    };
+    setslot(target, "IMPORTING", &source_id);
+    setslot(source, "MIGRATING", &target_id);
+    redis::cmd("MIGRATE")
+        .arg("127.0.0.1")
+        .arg(cluster.nodes[target].port())
+        .arg(key)
+        .arg(0)
+        .arg(5000)
+        .query::<()>(&mut cluster.connection(source))
+        .unwrap();
+
+    // The key moved: the source answers ASK, the client asks the target.
+    let asks = client.stats().cluster_asks;
+    let v: Option<String> = client.get(key).unwrap();
+    assert_eq!(v.as_deref(), Some("v1"));
+    // A new key of the migrating slot is created on the target.
+    client.set("{ask-test}:new", "n").unwrap();
+    assert!(
+        client.stats().cluster_asks >= asks + 2,
+        "{:?}",
+        client.stats()
+    );
+    let mut on_target = cluster.connection(target);
+    let (_, created): ((), Option<String>) = redis::pipe()
+        .cmd("ASKING")
+        .cmd("GET")
+        .arg("{ask-test}:new")
+        .query(&mut on_target)
+        .unwrap();
+    assert_eq!(created.as_deref(), Some("n"));
+
+    // Done: the slot belongs to the target (every master told, as
+    // `redis-cli --cluster reshard` does); the source answers MOVED.
+    setslot(target, "NODE", &target_id);
+    setslot(source, "NODE", &target_id);
+    for node in cluster
+        .masters()
+        .into_iter()
+        .filter(|m| ![source, target].contains(m))
+    {
+        setslot(node, "NODE", &target_id);
+    }
+    let moved = client.stats().cluster_moved;
+    let v: Option<String> = client.get(key).unwrap();
+    assert_eq!(v.as_deref(), Some("v1"));
+    assert!(client.stats().cluster_moved > moved);
+    // The map was re-pointed: the next call goes to the target at once.
+    let moved = client.stats().cluster_moved;
+    let v: Option<String> = client.get("{ask-test}:new").unwrap();
+    assert_eq!(v.as_deref(), Some("n"));
+    assert_eq!(client.stats().cluster_moved, moved);
+}
