@@ -858,3 +858,27 @@ fn ask_during_a_slot_migration_then_moved_once_it_is_done() {
     assert_eq!(v.as_deref(), Some("n"));
     assert_eq!(client.stats().cluster_moved, moved);
 }
+
+#[test]
+fn a_redis_6_cluster_is_read_with_cluster_slots() {
+    // Only Redis 7 is installed: a scripted node answers as Redis 6 does.
+    let node = support::FakeRedis::new();
+    node.as_redis6_cluster();
+    let port = node.addr().port();
+    let client = Client::new(
+        config(&format!("redis+cluster://127.0.0.1:{port}"))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    client.set("k", "v").unwrap();
+    let v: Option<String> = client.get("k").unwrap();
+    assert_eq!(v.as_deref(), Some("v"));
+    assert_eq!(node.count_of("CLUSTER"), 2, "SHARDS refused, then SLOTS");
+    let stats = client.stats();
+    assert_eq!(stats.cluster_refreshes, 1);
+    assert_eq!(
+        stats.endpoints[0].node.as_deref(),
+        Some(format!("127.0.0.1:{port}").as_str())
+    );
+}
