@@ -88,7 +88,14 @@ impl RedisEndpoint {
             .with_name(format!("{} {}", role.as_str(), endpoint.redacted))
             .with_endpoint(role.as_str())
             .with_listener(breaker_listener);
-        let pool = Pool::for_endpoint(endpoint.clone(), config, clock.clone());
+        let pool = if cluster.is_some() {
+            // Never lent (the nodes' pools are): no connection kept warm.
+            let mut idle = config.clone();
+            idle.min_idle = 0;
+            Pool::for_endpoint(endpoint.clone(), &idle, clock.clone())
+        } else {
+            Pool::for_endpoint(endpoint.clone(), config, clock.clone())
+        };
         pool.set_listener(pool_listener);
         let watcher = pool.topology().sentinel().map(|s| {
             s.set_listener(topology_listener);
