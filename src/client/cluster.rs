@@ -183,21 +183,21 @@ impl Inner {
             let idempotent = Idempotency::Auto.for_pipeline(&part.pipeline);
             let values = self.tracked(&keys, access, idempotent, Mirror::Forget, |c| {
                 // Error replies stay in place, as redis-rs gives them for
-                // a plain pipeline: collected below.
-                c.req_packed_commands(&part.pipeline.get_packed_pipeline(), 0, part.pipeline.len())
-                    .and_then(|values| {
-                        match values.iter().find_map(|v| match v {
-                            Value::ServerError(e) => Some(e.clone()),
-                            _ => None,
-                        }) {
-                            // The cluster's own answers (MOVED, TRYAGAIN, ...)
-                            // are the router's to act on.
-                            Some(e) if is_cluster_reply(e.code()) => {
-                                Err(redis::RedisError::from(e))
-                            }
-                            _ => Ok(values),
-                        }
-                    })
+                // a plain pipeline: collected below. The cluster's own
+                // answers (MOVED, ASK, TRYAGAIN, ...) are the router's to
+                // act on: one command's as its error, several commands'
+                // as the pipeline error redis-rs would give (so that a
+                // partly run part is never taken for one command).
+                let packed = part.pipeline.get_packed_pipeline();
+                let values = c.req_packed_commands(&packed, 0, part.pipeline.len())?;
+                let cluster_reply = values
+                    .iter()
+                    .any(|v| matches!(v, Value::ServerError(e) if is_cluster_reply(e.code())));
+                match (cluster_reply, &values[..]) {
+                    (false, _) => Ok(values),
+                    (true, [Value::ServerError(e)]) => Err(redis::RedisError::from(e.clone())),
+                    (true, _) => part.pipeline.query::<Vec<Value>>(&mut Replay(Some(values))),
+                }
             })?;
             for (i, v) in part.indices.iter().zip(values) {
                 if let Some(slot) = replies.get_mut(*i) {
@@ -239,33 +239,11 @@ fn is_cluster_reply(code: &str) -> bool {
 /// against a stand-in connection that answers each command with its own
 /// index.
 fn kept_replies(pipe: &redis::Pipeline) -> Vec<bool> {
-    struct Numbers;
-    impl redis::ConnectionLike for Numbers {
-        fn req_packed_command(&mut self, _: &[u8]) -> redis::RedisResult<Value> {
-            Ok(Value::Nil)
-        }
-        fn req_packed_commands(
-            &mut self,
-            _: &[u8],
-            _offset: usize,
-            count: usize,
-        ) -> redis::RedisResult<Vec<Value>> {
-            Ok((0..count)
-                .map(|i| Value::Int(i64::try_from(i).unwrap_or(i64::MAX)))
-                .collect())
-        }
-        fn get_db(&self) -> i64 {
-            0
-        }
-        fn check_connection(&mut self) -> bool {
-            true
-        }
-        fn is_open(&self) -> bool {
-            true
-        }
-    }
+    let numbers = (0..pipe.len())
+        .map(|i| Value::Int(i64::try_from(i).unwrap_or(i64::MAX)))
+        .collect();
     let mut kept = vec![false; pipe.len()];
-    if let Ok(indices) = pipe.query::<Vec<i64>>(&mut Numbers) {
+    if let Ok(indices) = pipe.query::<Vec<i64>>(&mut Replay(Some(numbers))) {
         for i in indices {
             if let Some(k) = usize::try_from(i).ok().and_then(|i| kept.get_mut(i)) {
                 *k = true;
@@ -273,6 +251,34 @@ fn kept_replies(pipe: &redis::Pipeline) -> Vec<bool> {
         }
     }
     kept
+}
+
+/// A stand-in connection that answers a pipeline with the replies it
+/// holds (once), so that redis-rs composes its result, or its error, as it
+/// would from a server.
+struct Replay(Option<Vec<Value>>);
+
+impl ConnectionLike for Replay {
+    fn req_packed_command(&mut self, _: &[u8]) -> redis::RedisResult<Value> {
+        Ok(Value::Nil)
+    }
+    fn req_packed_commands(
+        &mut self,
+        _: &[u8],
+        _offset: usize,
+        _count: usize,
+    ) -> redis::RedisResult<Vec<Value>> {
+        Ok(self.0.take().unwrap_or_default())
+    }
+    fn get_db(&self) -> i64 {
+        0
+    }
+    fn check_connection(&mut self) -> bool {
+        true
+    }
+    fn is_open(&self) -> bool {
+        true
+    }
 }
 
 impl Client {
@@ -316,5 +322,47 @@ impl Client {
             self.mset(&part)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::cluster::redirect::{is_single_reply, redirect_of};
+
+    fn reply(raw: &[u8]) -> Value {
+        match redis::parse_redis_value(raw) {
+            Ok(v) => v,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn ignored_replies_are_found() {
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET").arg("a").arg(1).ignore().cmd("GET").arg("a");
+        assert_eq!(kept_replies(&pipe), vec![false, true]);
+    }
+
+    /// A part of several commands that met ASK is a pipeline error: never
+    /// taken for one command's redirect (ASKING would cover one command).
+    #[test]
+    fn a_replayed_pipeline_error_is_not_a_single_reply() {
+        let mut pipe = redis::pipe();
+        pipe.cmd("INCR").arg("{a}1").cmd("INCR").arg("{a}2");
+        let values = vec![Value::Int(1), reply(b"-ASK 1 127.0.0.1:7000\r\n")];
+        let err = match pipe.query::<Vec<Value>>(&mut Replay(Some(values))) {
+            Err(e) => Error::from_redis(e),
+            Ok(v) => panic!("{v:?}"),
+        };
+        assert!(!is_single_reply(&err));
+        assert!(redirect_of(&err).is_some());
+        let single = Error::from_redis(redis::RedisError::from(
+            match reply(b"-ASK 1 127.0.0.1:7000\r\n") {
+                Value::ServerError(e) => e,
+                v => panic!("{v:?}"),
+            },
+        ));
+        assert!(is_single_reply(&single));
     }
 }

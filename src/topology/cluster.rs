@@ -17,7 +17,10 @@
 //! - `MOVED`: the command did not run. The slot is re-pointed at once, a
 //!   refresh is asked for, and the command is re-sent to the new owner.
 //! - `ASK` (a slot being migrated): `ASKING` and then the command, once,
-//!   on the target; the map is not changed.
+//!   on the target; the map is not changed. A pipeline that meets `ASK`
+//!   is not re-sent (its commands on keys still on the source ran there,
+//!   and `ASKING` covers one command): a transient error that the retry
+//!   loop retries only when the pipeline is idempotent.
 //! - at most `max_redirects` redirects per attempt (5 by default); more is
 //!   a transient error the retry loop may retry.
 //! - `TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`, `LOADING`, `READONLY` to a
@@ -49,7 +52,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, RwLock};
 use redis::{ConnectionAddr, ConnectionInfo, Value};
 
-use self::redirect::{calls_for_refresh, not_executed, redirect_of, Redirect};
+use self::redirect::{calls_for_refresh, is_single_reply, not_executed, redirect_of, Redirect};
 use self::shards::{parse_shards, parse_slots, NodeAddr, Shard, SlotTable};
 use self::slot::key_slot;
 use crate::breaker::{BreakerListener, BreakerState};
@@ -395,6 +398,23 @@ impl ClusterTopology {
                     err
                 });
             };
+            if matches!(redirect, Redirect::Ask { .. }) && !is_single_reply(&err) {
+                // A pipeline during a migration: the commands on keys still
+                // on the source ran there, and ASKING covers one command
+                // only. Not re-sent: retried (when idempotent) once the
+                // slot has moved.
+                self.wanted.store(true, Ordering::Release);
+                return Err(Error::new(
+                    ErrorKind::Server,
+                    ErrorClass::Transient,
+                    format!(
+                        "redis cluster: a pipeline met a slot being migrated ({}); its other commands may have run, so it is not re-sent there",
+                        describe(&redirect)
+                    ),
+                )
+                .with_may_have_executed(true)
+                .with_counts_against_breaker(false));
+            }
             if redirects >= self.max_redirects {
                 self.wanted.store(true, Ordering::Release);
                 return Err(Error::new(

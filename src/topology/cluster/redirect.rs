@@ -56,6 +56,12 @@ fn parse(kind: ServerErrorKind, details: &str) -> Option<Redirect> {
     }
 }
 
+/// `true` when `e` is one command's error reply, not a pipeline's (a
+/// single reply carries its details; a pipeline's errors do not).
+pub(crate) fn is_single_reply(e: &Error) -> bool {
+    redis_source(e).is_some_and(|r| r.detail().is_some())
+}
+
 /// `true` when `e` is one command's error reply saying the cluster did
 /// not run it (`TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`, `LOADING`,
 /// `READONLY`): safe to re-send whatever the command. A pipeline's is
