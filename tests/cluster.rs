@@ -882,3 +882,47 @@ fn a_redis_6_cluster_is_read_with_cluster_slots() {
         Some(format!("127.0.0.1:{port}").as_str())
     );
 }
+
+#[test]
+fn a_storm_of_moved_replies_costs_one_refresh() {
+    // The node every slot map names answers MOVED to a real server: a
+    // MOVED on every call. The client's clock stands still, so only the
+    // rate limit decides how often the map is read again.
+    let real = support::RedisServer::new();
+    let node = support::FakeRedis::new();
+    node.as_redis6_cluster();
+    let clock = resilient_redis::ManualClock::new();
+    let client = Client::builder(
+        config(&format!("redis+cluster://127.0.0.1:{}", node.addr().port()))
+            .build()
+            .unwrap(),
+    )
+    .clock(clock.shared())
+    .build()
+    .unwrap();
+    client.ping().unwrap();
+    node.reply_override(Some(
+        format!("-MOVED 0 127.0.0.1:{}\r\n", real.port()).into_bytes(),
+    ));
+    let read = |c: &Client| {
+        let s = c.stats();
+        s.cluster_refreshes + s.cluster_refresh_failures
+    };
+    assert_eq!(read(&client), 1);
+    for i in 0..500 {
+        let v: Option<String> = client.get(format!("storm:{i}")).unwrap();
+        assert_eq!(v, None);
+    }
+    let stats = client.stats();
+    assert!(stats.cluster_moved >= 400, "{stats:?}");
+    assert_eq!(read(&client), 1, "no refresh within the rate limit");
+    // Once the limit allows, one more read (the background thread's).
+    clock.advance(ms(250));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while read(&client) < 2 {
+        assert!(Instant::now() < deadline);
+        thread::sleep(ms(10));
+    }
+    // The clock stands still again: no further read can be due.
+    assert_eq!(read(&client), 2);
+}
