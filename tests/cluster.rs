@@ -143,7 +143,12 @@ fn mget_mset_pipeline_and_execute_across_slots() {
     // Values come back in the caller's order, misses included.
     let mut keys: Vec<String> = pairs.iter().rev().map(|(k, _)| k.clone()).collect();
     keys.insert(7, "missing".into());
+    let attempts = |c: &Client| -> u64 { c.stats().endpoints.iter().map(|e| e.requests).sum() };
+    let before = attempts(&client);
     let values: Vec<Option<String>> = client.mget(&keys).unwrap();
+    // One request per master (a pipeline of one MGET per slot), not one
+    // per slot.
+    assert_eq!(attempts(&client) - before, 3);
     for (k, v) in keys.iter().zip(&values) {
         let expected = k.strip_prefix('k').map(|n| format!("v{n}"));
         assert_eq!(v, &expected, "{k}");
@@ -325,6 +330,23 @@ fn reshard_under_load_with_the_fallback_off_fails_no_call() {
                 Err(e) => failures.push(format!("get {key}: {e}")),
             }
             calls += 2;
+            if i.is_multiple_of(8) {
+                // Keys of several slots (and masters): split, in order.
+                let keys: Vec<String> = (0..4)
+                    .map(|j| format!("rs:{t}:{}", (i + j * 37) % 300))
+                    .collect();
+                match c.mget::<_, String>(&keys) {
+                    Ok(values) => {
+                        for (k, v) in keys.iter().zip(values) {
+                            if v.as_ref() != last.get(k) {
+                                failures.push(format!("mget {k}: {v:?}, wrote {:?}", last.get(k)));
+                            }
+                        }
+                    }
+                    Err(e) => failures.push(format!("mget {keys:?}: {e}")),
+                }
+                calls += 1;
+            }
         }
         (calls, failures, last)
     });

@@ -325,7 +325,7 @@ impl Client {
         )
     }
 
-    fn count_read(&self, hit: bool) {
+    pub(super) fn count_read(&self, hit: bool) {
         let c = &self.inner.counters;
         Counters::bump(if hit { &c.hits } else { &c.misses });
     }
@@ -387,7 +387,7 @@ fn memory_set(
 
 /// Bytes from Redis or memory as the caller stored them: the one place a
 /// value is decompressed, after it leaves any path.
-fn unpack(codec: &Codec, stored: Vec<u8>) -> Vec<u8> {
+pub(super) fn unpack(codec: &Codec, stored: Vec<u8>) -> Vec<u8> {
     codec.decode(stored)
 }
 

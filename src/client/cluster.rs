@@ -1,22 +1,24 @@
 //! What the client does differently on a Redis Cluster
 //! (`redis+cluster://`): commands on keys of several hash slots are split
-//! into one request per slot and their replies put back in the caller's
-//! order, and the slot map is kept current on the background thread.
+//! and their replies put back in the caller's order, and the slot map is
+//! kept current on the background thread.
 //!
 //! Redis refuses a multi-key command whose keys are in different slots
-//! (`CROSSSLOT`), even when one node serves them all, so the split is by
-//! slot; parts are sent one after the other. The whole is therefore **not
-//! atomic**: an `mset` across slots may be applied in part when it fails,
-//! and a pipeline's parts are separate requests.
-
-use std::collections::HashMap;
+//! (`CROSSSLOT`), even when one node serves them all, so every command
+//! keeps to one slot: `mget` sends one pipeline of per-slot `MGET`s per
+//! master; `mset` and pipelines send one request per slot (a write split
+//! further would risk running twice when a slot moves under it). Parts go
+//! one after the other. The whole is therefore **not atomic**: an `mset`
+//! across slots may be applied in part when it fails, and a pipeline's
+//! parts are separate requests.
 
 use redis::{ConnectionLike, FromRedisValue, ToRedisArgs, Value};
 
-use super::inner::Inner;
+use super::inner::{Fallback, Inner};
 use super::Client;
 use crate::consistency::{pipeline_keys, Access, CommandKeys, Mirror};
 use crate::error::{Error, ErrorClass, ErrorKind};
+use crate::fallback::MemoryStore;
 use crate::retry::Idempotency;
 use crate::router::{RedisEndpoint, Role, Router};
 use crate::stats::Counters;
@@ -106,10 +108,28 @@ impl Inner {
         }
     }
 
-    /// On a cluster, the indices of `keys` grouped by hash slot (groups in
-    /// the order of their first key) when they span more than one slot;
-    /// `None` otherwise (one slot, or not a cluster).
-    pub(crate) fn slot_groups(&self, keys: &[&[u8]]) -> Option<Vec<Vec<usize>>> {
+    /// Slot groups (see [`Inner::slot_groups`]) gathered by the master
+    /// that serves them now (a slot no map names yet is a group of its
+    /// own), in the order of their first key.
+    pub(crate) fn by_master(&self, slots: Vec<(u16, Vec<usize>)>) -> Vec<Vec<Vec<usize>>> {
+        let mut out: Vec<(Option<usize>, Vec<Vec<usize>>)> = Vec::new();
+        for (slot, group) in slots {
+            let master = self.cluster().and_then(|c| c.master_index(slot));
+            match out
+                .iter_mut()
+                .find(|(m, _)| master.is_some() && *m == master)
+            {
+                Some((_, groups)) => groups.push(group),
+                None => out.push((master, vec![group])),
+            }
+        }
+        out.into_iter().map(|(_, g)| g).collect()
+    }
+
+    /// On a cluster, each hash slot of `keys` with the indices of its keys
+    /// (in the order of their first key) when they span more than one
+    /// slot; `None` otherwise (one slot, or not a cluster).
+    pub(crate) fn slot_groups(&self, keys: &[&[u8]]) -> Option<Vec<(u16, Vec<usize>)>> {
         self.cluster()?;
         let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
         for (i, key) in keys.iter().enumerate() {
@@ -119,7 +139,7 @@ impl Inner {
                 None => groups.push((slot, vec![i])),
             }
         }
-        (groups.len() > 1).then(|| groups.into_iter().map(|(_, g)| g).collect())
+        (groups.len() > 1).then_some(groups)
     }
 
     /// A pipeline on a cluster whose keys span several slots: split by
@@ -282,25 +302,129 @@ impl ConnectionLike for Replay {
 }
 
 impl Client {
-    /// `mget` on a cluster with keys in several slots: one `MGET` per
-    /// slot, values put back in the caller's order.
+    /// `mget` on a cluster with keys in several slots: per master, one
+    /// pipeline of one `MGET` per slot (Redis refuses a multi-slot `MGET`
+    /// even on one node); values put back in the caller's order. A slot
+    /// whose `MGET` met the cluster's own answer (`MOVED`, `ASK`,
+    /// `TRYAGAIN`: it moved or is moving) is read again on its own,
+    /// through the redirect-following path.
     pub(super) fn mget_split<K: AsRef<[u8]>, V: FromRedisValue>(
         &self,
         keys: &[K],
-        groups: Vec<Vec<usize>>,
+        slots: Vec<(u16, Vec<usize>)>,
     ) -> Result<Vec<Option<V>>, Error> {
-        let mut out: HashMap<usize, Option<V>> = HashMap::with_capacity(keys.len());
-        for group in groups {
-            let part: Vec<&[u8]> = group
-                .iter()
-                .filter_map(|i| keys.get(*i).map(AsRef::as_ref))
-                .collect();
-            let values = self.mget::<&[u8], V>(&part)?;
-            for (i, v) in group.into_iter().zip(values) {
-                out.insert(i, v);
+        let i = &*self.inner;
+        let mut out: Vec<Option<V>> = (0..keys.len()).map(|_| None).collect();
+        for node in i.by_master(slots) {
+            let values = match &node[..] {
+                [one] => vec![(one.clone(), None)],
+                _ => self.mget_on_one_master(keys, &node)?,
+            };
+            for (slot, read) in values {
+                let read = match read {
+                    Some(read) => read,
+                    // One slot (or one to read again): the full path.
+                    None => {
+                        let part: Vec<&[u8]> = slot
+                            .iter()
+                            .filter_map(|k| keys.get(*k).map(AsRef::as_ref))
+                            .collect();
+                        self.mget::<&[u8], V>(&part)?
+                    }
+                };
+                for (k, v) in slot.into_iter().zip(read) {
+                    if let Some(o) = out.get_mut(k) {
+                        *o = v;
+                    }
+                }
             }
         }
-        Ok((0..keys.len()).map(|i| out.remove(&i).flatten()).collect())
+        Ok(out)
+    }
+
+    /// One master's slots of an `mget`: each slot's values, or `None` for
+    /// a slot to read again on its own.
+    #[allow(clippy::type_complexity)]
+    fn mget_on_one_master<K: AsRef<[u8]>, V: FromRedisValue>(
+        &self,
+        keys: &[K],
+        slots: &[Vec<usize>],
+    ) -> Result<Vec<(Vec<usize>, Option<Vec<Option<V>>>)>, Error> {
+        let i = &*self.inner;
+        let prefixed: Vec<Vec<std::borrow::Cow<'_, [u8]>>> = slots
+            .iter()
+            .map(|slot| {
+                slot.iter()
+                    .filter_map(|k| keys.get(*k).map(|k| i.key(k.as_ref())))
+                    .collect()
+            })
+            .collect();
+        let all: Vec<&[u8]> = prefixed.iter().flatten().map(|k| &k[..]).collect();
+        let replies = i.cache_op(
+            &all,
+            Access::Read,
+            true,
+            Mirror::Forget,
+            |c| {
+                let mut pipe = redis::pipe();
+                for slot in &prefixed {
+                    let mget = pipe.cmd("MGET");
+                    for k in slot {
+                        mget.arg(&k[..]);
+                    }
+                }
+                c.req_packed_commands(&pipe.get_packed_pipeline(), 0, pipe.len())
+            },
+            Fallback::Read(|m: &MemoryStore| {
+                Ok(prefixed
+                    .iter()
+                    .map(|slot| {
+                        Value::Array(
+                            slot.iter()
+                                .map(|k| {
+                                    m.get(k)
+                                        .map_or(Value::Nil, |v| Value::BulkString(v.to_vec()))
+                                })
+                                .collect(),
+                        )
+                    })
+                    .collect::<Vec<Value>>())
+            }),
+        )?;
+        let mut out = Vec::with_capacity(slots.len());
+        let mut replies = replies.into_iter();
+        for slot in slots {
+            let values = match replies.next() {
+                Some(Value::Array(items)) if items.len() == slot.len() => {
+                    let mut values = Vec::with_capacity(items.len());
+                    for item in items {
+                        let bytes = match item {
+                            Value::Nil => None,
+                            Value::BulkString(b) => Some(b),
+                            _ => {
+                                return Err(i.fail(Error::new(
+                                    ErrorKind::UnexpectedReply,
+                                    ErrorClass::Permanent,
+                                    "MGET returned a value that is neither a string nor nil",
+                                )))
+                            }
+                        };
+                        self.count_read(bytes.is_some());
+                        values.push(
+                            bytes
+                                .map(|b| super::cache::convert(super::cache::unpack(&i.codec, b)))
+                                .transpose()?,
+                        );
+                    }
+                    Some(values)
+                }
+                // MOVED, ASK, TRYAGAIN, or a reply cut short: this slot
+                // again, on its own.
+                _ => None,
+            };
+            out.push((slot.clone(), values));
+        }
+        Ok(out)
     }
 
     /// `mset` on a cluster with keys in several slots: one `MSET` per
@@ -309,9 +433,9 @@ impl Client {
     pub(super) fn mset_split<K: AsRef<[u8]>, V: ToRedisArgs>(
         &self,
         pairs: &[(K, V)],
-        groups: Vec<Vec<usize>>,
+        slots: Vec<(u16, Vec<usize>)>,
     ) -> Result<(), Error> {
-        for group in groups {
+        for (_, group) in slots {
             let mut part: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(group.len());
             for (k, v) in group.iter().filter_map(|i| pairs.get(*i)) {
                 // The value's one argument, not yet encoded (`mset`

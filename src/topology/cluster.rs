@@ -339,6 +339,12 @@ impl ClusterTopology {
             .any(|n| n.endpoint.is_failing() || n.endpoint.breaker.state() != BreakerState::Closed)
     }
 
+    /// The index of the master serving `slot` now, in [`Self::masters`]'s
+    /// order (`None` while no map names one).
+    pub(crate) fn master_index(&self, slot: u16) -> Option<usize> {
+        self.view.read().table.get(slot)
+    }
+
     /// The masters now, in shard order.
     pub(crate) fn masters(&self) -> Vec<Arc<ClusterNode>> {
         self.view.read().masters.clone()
