@@ -6,17 +6,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v redis-server >/dev/null 2>&1; then
-  echo "== installing redis-server with apt-get"
+# redis-cli (redis-tools) forms and reshards the test clusters (tests/cluster.rs).
+if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
+  echo "== installing redis-server and redis-tools with apt-get"
   sudo=""
   if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
   # A fresh machine has no package lists yet.
   if ! apt-cache policy redis-server 2>/dev/null | grep -q Candidate; then
     $sudo apt-get update -qq
   fi
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server redis-tools
 fi
 redis-server --version
+redis-cli --version
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 mod bound;
 mod builder;
+pub(crate) mod cluster;
 mod env;
 pub(crate) mod sentinel;
 mod tls;
@@ -131,6 +132,10 @@ pub struct Config {
     /// `None`: derived, see [`Config::failover_grace`].
     pub(crate) failover_grace: Option<Duration>,
     pub(crate) tls: TlsOptions,
+    /// `redis+cluster://`: reads may go to replicas (see the builder).
+    pub(crate) read_from_replicas: bool,
+    /// `redis+cluster://`: redirects one attempt follows.
+    pub(crate) max_redirects: u32,
 }
 
 impl Default for Config {
@@ -167,6 +172,8 @@ impl Default for Config {
             failover_cooldown: Duration::from_secs(300),
             failover_grace: None,
             tls: TlsOptions::default(),
+            read_from_replicas: false,
+            max_redirects: crate::topology::cluster::DEFAULT_MAX_REDIRECTS,
         }
     }
 }
@@ -179,6 +186,10 @@ impl Config {
     /// default port 26379; `rediss+sentinel://` for TLS to the sentinels and
     /// the data nodes). The password in a sentinel URL is the data nodes';
     /// the sentinels' own is [`ConfigBuilder::sentinel_password`].
+    /// Or of a Redis Cluster
+    /// (`redis+cluster://[[user]:password@]host1[:port1][,host2[:port2]...]`,
+    /// default port 6379, `rediss+cluster://` for TLS): the hosts are seeds,
+    /// any one that answers is enough; see the README's Cluster section.
     /// The URL is checked by [`ConfigBuilder::build`].
     pub fn builder(url: impl Into<String>) -> ConfigBuilder {
         ConfigBuilder::new(Some(url.into()))
@@ -333,6 +344,18 @@ impl Config {
         self.compression_threshold
     }
 
+    /// Whether reads may go to replicas of a Redis Cluster
+    /// ([`ConfigBuilder::read_from_replicas`]).
+    pub fn read_from_replicas(&self) -> bool {
+        self.read_from_replicas
+    }
+
+    /// Redirects (`MOVED`, `ASK`) one attempt on a Redis Cluster follows
+    /// ([`ConfigBuilder::max_redirects`]).
+    pub fn max_redirects(&self) -> u32 {
+        self.max_redirects
+    }
+
     /// How long the primary is left alone after a failover before probing.
     pub fn failover_cooldown(&self) -> Duration {
         self.failover_cooldown
@@ -379,6 +402,8 @@ impl fmt::Debug for Config {
             .field("compression_threshold", &self.compression_threshold)
             .field("failover_cooldown", &self.failover_cooldown)
             .field("failover_grace", &self.failover_grace())
+            .field("read_from_replicas", &self.read_from_replicas)
+            .field("max_redirects", &self.max_redirects)
             // Paths only: certificate and key contents are never shown.
             .field("tls", &self.tls)
             .finish()
@@ -440,7 +465,12 @@ impl fmt::Display for Config {
             None => writeln!(f, "compression_threshold  = off")?,
         }
         writeln!(f, "failover_cooldown      = {:?}", self.failover_cooldown)?;
-        write!(f, "failover_grace         = {:?}", self.failover_grace())
+        writeln!(f, "failover_grace         = {:?}", self.failover_grace())?;
+        write!(
+            f,
+            "cluster                = read_from_replicas {}, max_redirects {}",
+            self.read_from_replicas, self.max_redirects
+        )
     }
 }
 

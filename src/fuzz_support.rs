@@ -10,7 +10,8 @@ use crate::{Config, ErrorKind};
 /// appear in a message.
 fn password_in(raw: &str) -> Option<String> {
     let raw = raw.trim();
-    let pw = if raw.to_ascii_lowercase().contains("+sentinel://") {
+    let lower = raw.to_ascii_lowercase();
+    let pw = if lower.contains("+sentinel://") || lower.contains("+cluster://") {
         // `url` cannot parse a host list: user info is what comes before
         // the last '@' of the part before the first '/'.
         let (_, rest) = raw.split_once("://")?;
@@ -117,6 +118,7 @@ pub fn check_reply(reply: &[u8]) {
             return;
         }
     };
+    check_cluster_reply(&value);
     if let Err(e) = value.extract_error() {
         let e = crate::Error::from_redis(e);
         let text = e.to_string();
@@ -134,6 +136,33 @@ pub fn check_reply(reply: &[u8]) {
         if let Some(limit) = crate::error::parse_rate_limit(text) {
             check_cooldown(limit.reset_after);
         }
+    }
+}
+
+/// Feeds a parsed reply to the cluster topology parsers (`CLUSTER SHARDS`,
+/// `CLUSTER SLOTS`, the slot table) and, when it is an error, to the
+/// redirect reader. Panics if any panics, or if a parsed map names a slot
+/// or port out of range.
+pub fn check_cluster_reply(value: &redis::Value) {
+    use crate::topology::cluster::shards::{parse_shards, parse_slots, SlotTable};
+    let parsed = [
+        parse_shards(value, false, "seed"),
+        parse_shards(value, true, "seed"),
+        parse_slots(value, "seed"),
+    ];
+    for shards in parsed.into_iter().flatten() {
+        for shard in &shards {
+            assert!(shard.master.port != 0);
+            assert!(shard.slots.iter().all(|(a, b)| a <= b && *b < 16384));
+        }
+        if let Ok(table) = SlotTable::from_shards(&shards) {
+            assert!(table.assigned() <= 16384);
+        }
+    }
+    if let Err(e) = value.clone().extract_error() {
+        let e = crate::Error::from_redis(e);
+        let _ = crate::topology::cluster::redirect::redirect_of(&e);
+        let _ = crate::topology::cluster::redirect::not_executed(&e);
     }
 }
 

@@ -58,7 +58,8 @@
 //!   written to an old sentinel master just before a switch than could be
 //!   noted for invalidation (`fallback_max_entries`).
 //! - INFO: recovery (breaker closed, primary restored, fallback released), a
-//!   sentinel master switch (one line, with how long it took).
+//!   sentinel master switch (one line, with how long it took), a change of
+//!   a Redis Cluster's slot map (one line per change).
 //! - DEBUG: retries, connections created and closed with their reason.
 //! - TRACE: per-command detail.
 //!

@@ -3,13 +3,13 @@
 //!
 //! | field | meaning |
 //! |---|---|
-//! | `operation` | what the line is about: `breaker_transition`, `fallback_engaged`, `outage_summary`, `fallback_released`, `failover`, `failover_restored`, `reconcile`, `rate_limited`, `rate_limit_cleared`, `retry_budget`, `start_thread`, `config` |
+//! | `operation` | what the line is about: `breaker_transition`, `fallback_engaged`, `outage_summary`, `fallback_released`, `failover`, `failover_restored`, `reconcile`, `rate_limited`, `rate_limit_cleared`, `retry_budget`, `start_thread`, `config`, `cluster_topology`, `cluster_distrust`, `read_from_replicas` |
 //! | `error_type` | the error kind (`connection`, `timeout`, `rate_limited`, ...) or reason; `none` |
 //! | `error_message` | the error's message (never a secret); empty when none |
 //! | `error_count` | errors the line accounts for (1 for one error) |
 //! | `circuit_breaker_state` | the endpoint's breaker: `closed`, `open`, `half_open`, `forced_open`; `none` |
 //! | `endpoint` | `primary`, `secondary`, `memory` (no Redis configured) or `none` |
-//! | `cooldown_ms`, `keys`, `duration_ms` | where relevant |
+//! | `cooldown_ms`, `keys`, `duration_ms`, `node`, `slots_moved`, `masters` | where relevant |
 //!
 //! The message text says the same in words, so a logger that drops the
 //! fields loses nothing a reader needs.

@@ -23,6 +23,7 @@ use crate::config::{Config, Endpoint};
 use crate::error::{Error, ErrorClass, ErrorKind, RateLimit};
 use crate::events::FailoverReason;
 use crate::pool::{Pool, PoolListener, PooledConnection};
+use crate::topology::cluster::{ClusterTopology, Hooks, Route};
 use crate::topology::{SentinelTopology, TopologyListener, Watcher};
 
 /// Which configured server an endpoint is.
@@ -60,6 +61,9 @@ pub(crate) struct RedisEndpoint {
     /// Follows `+switch-master` (sentinel endpoints only); dropped with
     /// the endpoint, which stops and joins its thread.
     _watcher: Option<Watcher>,
+    /// `redis+cluster://`: calls go to the node endpoints this holds, by
+    /// slot; this endpoint's own breaker and pool stay unused.
+    cluster: Option<ClusterTopology>,
 }
 
 impl RedisEndpoint {
@@ -72,11 +76,26 @@ impl RedisEndpoint {
         pool_listener: Arc<dyn PoolListener>,
         topology_listener: Arc<dyn TopologyListener>,
     ) -> RedisEndpoint {
+        let cluster = endpoint.cluster.as_ref().map(|spec| {
+            let hooks = Hooks {
+                breaker: breaker_listener.clone(),
+                pool: pool_listener.clone(),
+                topology: topology_listener.clone(),
+            };
+            ClusterTopology::new(role, &spec.seeds, endpoint, config, clock, hooks)
+        });
         let breaker = CircuitBreaker::new(BreakerConfig::from(config), clock.clone())
             .with_name(format!("{} {}", role.as_str(), endpoint.redacted))
             .with_endpoint(role.as_str())
             .with_listener(breaker_listener);
-        let pool = Pool::for_endpoint(endpoint.clone(), config, clock.clone());
+        let pool = if cluster.is_some() {
+            // Never lent (the nodes' pools are): no connection kept warm.
+            let mut idle = config.clone();
+            idle.min_idle = 0;
+            Pool::for_endpoint(endpoint.clone(), &idle, clock.clone())
+        } else {
+            Pool::for_endpoint(endpoint.clone(), config, clock.clone())
+        };
         pool.set_listener(pool_listener);
         let watcher = pool.topology().sentinel().map(|s| {
             s.set_listener(topology_listener);
@@ -92,7 +111,13 @@ impl RedisEndpoint {
             failing: AtomicBool::new(false),
             seen_generation: AtomicU64::new(0),
             _watcher: watcher,
+            cluster,
         }
+    }
+
+    /// The cluster topology, for a `redis+cluster://` endpoint.
+    pub(crate) fn cluster(&self) -> Option<&ClusterTopology> {
+        self.cluster.as_ref()
     }
 
     /// The sentinel topology, for a `redis+sentinel://` endpoint.
@@ -147,6 +172,19 @@ impl RedisEndpoint {
         deadline: Option<Instant>,
         f: &mut dyn FnMut(&mut PooledConnection, Role) -> Result<T, Error>,
     ) -> Result<T, Error> {
+        self.call_routed(Route::ANY, deadline, f)
+    }
+
+    /// [`RedisEndpoint::call`]; on a cluster, to the node `route` names.
+    pub(crate) fn call_routed<T>(
+        &self,
+        route: Route<'_>,
+        deadline: Option<Instant>,
+        f: &mut dyn FnMut(&mut PooledConnection, Role) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        if let Some(cluster) = &self.cluster {
+            return cluster.call(route, deadline, f);
+        }
         self.follow_master();
         let permit = self.breaker.try_acquire().map_err(Error::from)?;
         if let Some(s) = self.sentinel().filter(|s| s.doubtful()) {
@@ -367,16 +405,29 @@ impl Router {
         deadline: Option<Instant>,
         f: &mut dyn FnMut(&mut PooledConnection, Role) -> Result<T, Error>,
     ) -> (Result<(T, Role), Error>, Option<Switch>) {
+        self.call_routed(Route::ANY, idempotent, deadline, f)
+    }
+
+    /// [`Router::call`]; on a cluster endpoint, to the node `route` names.
+    pub(crate) fn call_routed<T>(
+        &self,
+        route: Route<'_>,
+        idempotent: bool,
+        deadline: Option<Instant>,
+        f: &mut dyn FnMut(&mut PooledConnection, Role) -> Result<T, Error>,
+    ) -> (Result<(T, Role), Error>, Option<Switch>) {
         let Some(secondary) = &self.secondary else {
-            return (self.call_primary_alone(deadline, f), None);
+            return (self.call_primary_alone(route, deadline, f), None);
         };
         if self.failover_active() {
             return (
-                secondary.call(deadline, f).map(|v| (v, Role::Secondary)),
+                secondary
+                    .call_routed(route, deadline, f)
+                    .map(|v| (v, Role::Secondary)),
                 None,
             );
         }
-        let err = match self.primary.call(deadline, f) {
+        let err = match self.primary.call_routed(route, deadline, f) {
             Ok(v) => return (Ok((v, Role::Primary)), None),
             Err(e) => e,
         };
@@ -389,7 +440,9 @@ impl Router {
         // the refusal); nor did one that never left the client.
         let resend = !err.may_have_executed() || idempotent;
         let result = if resend {
-            secondary.call(deadline, f).map(|v| (v, Role::Secondary))
+            secondary
+                .call_routed(route, deadline, f)
+                .map(|v| (v, Role::Secondary))
         } else {
             Err(err)
         };
@@ -480,6 +533,7 @@ impl Router {
     /// memory. After it, one call goes through as the probe.
     fn call_primary_alone<T>(
         &self,
+        route: Route<'_>,
         deadline: Option<Instant>,
         f: &mut dyn FnMut(&mut PooledConnection, Role) -> Result<T, Error>,
     ) -> Result<(T, Role), Error> {
@@ -501,7 +555,7 @@ impl Router {
                 None => {}
             }
         }
-        let result = self.primary.call(deadline, f);
+        let result = self.primary.call_routed(route, deadline, f);
         match &result {
             Err(e) if e.is_rate_limited() => {
                 let now = self.clock.now();

@@ -88,6 +88,20 @@ pub struct Stats {
     /// How long calls took, per endpoint and outcome (only the series
     /// that counted a call); `resilient_redis_request_duration_seconds`.
     pub request_duration: Vec<DurationHistogram>,
+    /// `redis+cluster://`: slot maps read from the cluster.
+    pub cluster_refreshes: u64,
+    /// `redis+cluster://`: refreshes no node answered.
+    pub cluster_refresh_failures: u64,
+    /// `redis+cluster://`: refreshes that changed the slot map (each
+    /// logged once at INFO).
+    pub cluster_topology_changes: u64,
+    /// `redis+cluster://`: slots seen moving to another master (refreshes
+    /// and `MOVED` replies).
+    pub cluster_slot_moves: u64,
+    /// `redis+cluster://`: `MOVED` replies followed.
+    pub cluster_moved: u64,
+    /// `redis+cluster://`: `ASK` replies followed.
+    pub cluster_asks: u64,
 }
 
 /// Per-endpoint part of [`Stats`].
@@ -138,9 +152,19 @@ pub struct EndpointStats {
     pub master_switches: u64,
     /// Connections closed because they went to an old master.
     pub connections_retired: u64,
+    /// For a `redis+cluster://` URL, `host:port` of this master: the
+    /// cluster has one entry per master, and this is its Prometheus
+    /// `endpoint` label (else the role is).
+    pub node: Option<String>,
 }
 
 impl EndpointStats {
+    /// The Prometheus `endpoint` label: the cluster node's `host:port`,
+    /// else the role.
+    fn label(&self) -> &str {
+        self.node.as_deref().unwrap_or(self.role)
+    }
+
     /// 0 closed, 1 half-open, 2 open (the Prometheus gauge's encoding).
     fn circuit_state_value(&self) -> f64 {
         match self.circuit {

@@ -8,7 +8,9 @@
 //! - **sentinel** (`redis+sentinel://`): the master a set of Sentinels
 //!   monitors under a service name, discovered and followed through
 //!   failovers (see [`sentinel`]);
-//! - cluster: not yet.
+//! - **cluster** (`redis+cluster://`): one standalone endpoint per master
+//!   of a Redis Cluster, chosen per call by the key's hash slot (see
+//!   [`cluster`]).
 //!
 //! The pool asks the topology for the address at each dial
 //! ([`Topology::connection_info`]) and tags every connection with the
@@ -17,7 +19,8 @@
 //! on return). Everything above the pool (breaker, retries, fallback,
 //! journal, stats) sees one endpoint whatever its topology.
 
-mod recent;
+pub(crate) mod cluster;
+pub(crate) mod recent;
 pub(crate) mod sentinel;
 mod watch;
 

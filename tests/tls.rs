@@ -29,6 +29,8 @@ use support::RedisServer;
 // with the helpers below (paths: `mod client;` here would be tests/client.rs).
 #[path = "tls/client.rs"]
 mod client;
+#[path = "tls/cluster.rs"]
+mod cluster;
 #[path = "tls/failover.rs"]
 mod failover;
 #[path = "tls/sentinel.rs"]

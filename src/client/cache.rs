@@ -220,8 +220,13 @@ impl Client {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let keys: Vec<Cow<[u8]>> = keys.iter().map(|k| i.key(k.as_ref())).collect();
-        let refs: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
+        let prefixed: Vec<Cow<[u8]>> = keys.iter().map(|k| i.key(k.as_ref())).collect();
+        let refs: Vec<&[u8]> = prefixed.iter().map(|k| &k[..]).collect();
+        if let Some(groups) = i.slot_groups(&refs) {
+            // A Redis Cluster: one MGET per hash slot.
+            return self.mget_split(keys, groups);
+        }
+        let keys = &prefixed;
         let values = i.cache_op(
             &refs,
             Access::Read,
@@ -229,7 +234,7 @@ impl Client {
             Mirror::Forget,
             |c| {
                 let mut cmd = redis::cmd("MGET");
-                for k in &keys {
+                for k in keys {
                     cmd.arg(k);
                 }
                 cmd.query::<Vec<Option<Vec<u8>>>>(c)
@@ -276,6 +281,10 @@ impl Client {
             ));
         }
         let refs: Vec<&[u8]> = entries.iter().map(|(k, _)| &k[..]).collect();
+        if let Some(groups) = i.slot_groups(&refs) {
+            // A Redis Cluster: one MSET per hash slot, not atomic.
+            return self.mset_split(pairs, groups);
+        }
         let values: Vec<&[u8]> = entries.iter().map(|(_, v)| &v[..]).collect();
         let ttl = i.config.default_ttl;
         i.cache_op(
@@ -316,7 +325,7 @@ impl Client {
         )
     }
 
-    fn count_read(&self, hit: bool) {
+    pub(super) fn count_read(&self, hit: bool) {
         let c = &self.inner.counters;
         Counters::bump(if hit { &c.hits } else { &c.misses });
     }
@@ -378,7 +387,7 @@ fn memory_set(
 
 /// Bytes from Redis or memory as the caller stored them: the one place a
 /// value is decompressed, after it leaves any path.
-fn unpack(codec: &Codec, stored: Vec<u8>) -> Vec<u8> {
+pub(super) fn unpack(codec: &Codec, stored: Vec<u8>) -> Vec<u8> {
     codec.decode(stored)
 }
 

@@ -236,6 +236,12 @@ impl ConnectionLike for &Client {
         for args in body {
             pipe.add_command(to_cmd(args));
         }
+        // A Redis Cluster serves one slot per request: split by slot (a
+        // transaction across slots is refused). Every reply is kept here:
+        // redis-rs drops the ignored ones itself.
+        if let Some(result) = self.inner.pipeline_across_slots::<Vec<Value>>(&pipe) {
+            return result.map_err(to_redis_error);
+        }
         self.inner
             .command(
                 pipeline_keys(&pipe),

@@ -57,6 +57,9 @@ pub struct EndpointHealth {
     /// For a `redis+sentinel://` endpoint, `host:port` of the sentinel
     /// that named it.
     pub sentinel: Option<String>,
+    /// For a `redis+cluster://` URL, `host:port` of this master (the
+    /// cluster has one entry per master).
+    pub node: Option<String>,
 }
 
 /// What [`Client::health`](crate::Client::health) reports.
@@ -91,6 +94,9 @@ impl fmt::Display for Health {
         }
         for e in &self.endpoints {
             write!(f, "; {} {} circuit {}", e.role, e.url, e.circuit)?;
+            if let Some(node) = &e.node {
+                write!(f, " (cluster node {node})")?;
+            }
             if let Some(master) = &e.master {
                 write!(f, " master {master}")?;
             }

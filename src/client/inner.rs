@@ -25,6 +25,7 @@ use crate::router::prober::Prober;
 use crate::router::{Role, Router, Switch};
 use crate::stats::call_timer::CallTimer;
 use crate::stats::{CallEndpoint, CallOutcome, Counters};
+use crate::topology::cluster::Route;
 use crate::topology::{MasterSwitch, TopologyListener};
 
 /// Keys per reconciliation pipeline.
@@ -278,7 +279,18 @@ impl Inner {
         mut redis_op: impl FnMut(&mut PooledConnection) -> RedisResult<T>,
     ) -> Result<T, Error> {
         let memory = self.memory.as_ref();
-        self.redis(idempotent, |conn, role| {
+        // On a cluster, the master of the first key's slot serves it.
+        let route = Route::keys(keys, access != Access::Read);
+        self.redis_routed(route, idempotent, |conn, role| {
+            let cluster = self
+                .router
+                .as_ref()
+                .and_then(|r| r.endpoint(role).cluster());
+            if let Some(c) = cluster.filter(|c| c.has_distrusted()) {
+                // A master failed over: what it acknowledged lately may be
+                // missing on its successor; deleted before it is served.
+                c.drain_distrusted(|keys| self.cluster_distrusted(role, keys));
+            }
             let sentinel = self
                 .router
                 .as_ref()
@@ -474,6 +486,16 @@ impl Inner {
     pub(crate) fn redis<T>(
         &self,
         idempotent: bool,
+        op: impl FnMut(&mut PooledConnection, Role) -> Result<T, Error>,
+    ) -> Result<(T, Role), Error> {
+        self.redis_routed(Route::ANY, idempotent, op)
+    }
+
+    /// [`Inner::redis`]; on a cluster, to the node `route` names.
+    pub(crate) fn redis_routed<T>(
+        &self,
+        route: Route<'_>,
+        idempotent: bool,
         mut op: impl FnMut(&mut PooledConnection, Role) -> Result<T, Error>,
     ) -> Result<(T, Role), Error> {
         let Some(router) = &self.router else {
@@ -484,7 +506,7 @@ impl Inner {
             ));
         };
         let result = self.retrier.run(idempotent, &Observer(self), |attempt| {
-            let (result, switch) = router.call(idempotent, attempt.deadline, &mut op);
+            let (result, switch) = router.call_routed(route, idempotent, attempt.deadline, &mut op);
             if let Some(switch) = switch {
                 self.failed_over(switch);
             }
@@ -558,6 +580,7 @@ impl Inner {
     /// The background thread's tick: probes the primary when failover
     /// makes one due, and reconciles tracked keys.
     pub(crate) fn background_tick(&self) {
+        self.cluster_tick();
         self.probe_tick();
         self.reconcile();
     }
@@ -623,7 +646,12 @@ impl Inner {
             // To the active endpoint through the router, so that a quota
             // cooldown keeps it away (and its end lets it probe) as it does
             // callers; to a secondary calls have left, directly.
-            let sent = if active {
+            let cluster = router.endpoint(endpoint.role).cluster();
+            let sent = if let Some(cluster) = cluster {
+                // Split by slot: each key goes to the master that owns it
+                // now (after a failover, the promoted replica).
+                cluster.pipeline_by_slot(&batch.pipeline, None).map(drop)
+            } else if active {
                 let (result, switch) = router.call(true, None, &mut send);
                 if let Some(switch) = switch {
                     // The reconciler's own call may be what fails over.

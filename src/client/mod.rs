@@ -2,6 +2,7 @@
 //! in-memory fallback.
 
 mod cache;
+mod cluster;
 mod commands;
 mod failover;
 mod health;
@@ -301,6 +302,10 @@ impl Client {
     ///
     /// As [`Client::execute`].
     pub fn pipeline<T: FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, Error> {
+        // A Redis Cluster serves one slot per request: split by slot.
+        if let Some(result) = self.inner.pipeline_across_slots(pipe) {
+            return result;
+        }
         self.inner.command(
             pipeline_keys(pipe),
             Idempotency::Auto.for_pipeline(pipe),
@@ -332,19 +337,32 @@ impl Client {
         Ok(start.elapsed())
     }
 
-    /// The primary's circuit breaker state (`None` when memory-only).
+    /// The primary's circuit breaker state (`None` when memory-only). On a
+    /// Redis Cluster each master has its own breaker: this is `Closed`
+    /// while none is, else the first that is not (see
+    /// [`Client::stats`] for each).
     pub fn breaker_state(&self) -> Option<BreakerState> {
+        if let Some(c) = self.inner.router.as_ref().and_then(|r| r.primary.cluster()) {
+            let not_closed = c
+                .masters()
+                .iter()
+                .map(|n| n.endpoint.breaker.state())
+                .find(|s| *s != BreakerState::Closed);
+            return Some(not_closed.unwrap_or(BreakerState::Closed));
+        }
         self.inner
             .router
             .as_ref()
             .map(|r| r.primary.breaker.state())
     }
 
-    /// Closes every endpoint's breaker at once (an operator's override).
+    /// Closes every endpoint's breaker at once (an operator's override),
+    /// each cluster node's included.
     pub fn reset_breaker(&self) {
         if let Some(router) = &self.inner.router {
             for e in router.endpoints() {
                 e.breaker.reset();
+                cluster::per_node(e, |n, _| n.breaker.reset());
             }
         }
     }
@@ -376,20 +394,23 @@ impl Client {
                 endpoints: Vec::new(),
             };
         };
+        let health = |e: &RedisEndpoint, node: Option<String>| EndpointHealth {
+            role: e.role.as_str(),
+            url: e.url().to_string(),
+            circuit: e.breaker.state(),
+            pool: e.pool.state(),
+            last_error: e.last_error(),
+            master: e.sentinel().and_then(|s| s.master()),
+            sentinel: e.sentinel().and_then(|s| s.sentinel_in_use()),
+            node,
+        };
         let endpoints: Vec<EndpointHealth> = router
             .endpoints()
-            .map(|e| EndpointHealth {
-                role: e.role.as_str(),
-                url: e.url().to_string(),
-                circuit: e.breaker.state(),
-                pool: e.pool.state(),
-                last_error: e.last_error(),
-                master: e.sentinel().and_then(|s| s.master()),
-                sentinel: e.sentinel().and_then(|s| s.sentinel_in_use()),
-            })
+            .flat_map(|e| cluster::per_node(e, health))
             .collect();
         let active = router.active();
-        let failing = active.is_failing();
+        // A cluster's own breaker never opens: its masters' do.
+        let failing = active.is_failing() || active.cluster().is_some_and(|c| c.degraded());
         let status = match active.breaker.state() {
             BreakerState::Closed
                 if !serving_from_memory && !router.failover_active() && !failing =>
@@ -428,35 +449,38 @@ impl Client {
         i.codec.stats.fill(&mut s);
         if let Some(router) = &i.router {
             s.failover_active = router.failover_active();
+            cluster::fill_stats(router, &mut s);
+            let stats = |e: &RedisEndpoint, node: Option<String>| {
+                let b = e.breaker.snapshot();
+                let p = e.pool.state();
+                let ps = e.pool.stats();
+                EndpointStats {
+                    role: e.role.as_str(),
+                    url: e.url().to_string(),
+                    circuit: b.state,
+                    breaker_opens: b.opens,
+                    breaker_rejections: b.rejections,
+                    pool_idle: u64::from(p.idle),
+                    pool_in_use: u64::from(p.in_use),
+                    pool_connecting: u64::from(p.connecting),
+                    pool_waiters: u64::from(p.waiters),
+                    connections_created: ps.created,
+                    connections_closed: ps.closed(),
+                    requests: e.attempts(),
+                    connect_failures: ps.connect_failures,
+                    commands_succeeded: e.counts.succeeded.load(Relaxed),
+                    commands_failed: e.counts.failed.load(Relaxed),
+                    rate_limit_replies: e.counts.rate_limited.load(Relaxed),
+                    master: e.sentinel().and_then(|s| s.master()),
+                    sentinel: e.sentinel().and_then(|s| s.sentinel_in_use()),
+                    master_switches: e.sentinel().map_or(0, |s| s.switches()),
+                    connections_retired: ps.closed_retired,
+                    node,
+                }
+            };
             s.endpoints = router
                 .endpoints()
-                .map(|e| {
-                    let b = e.breaker.snapshot();
-                    let p = e.pool.state();
-                    let ps = e.pool.stats();
-                    EndpointStats {
-                        role: e.role.as_str(),
-                        url: e.url().to_string(),
-                        circuit: b.state,
-                        breaker_opens: b.opens,
-                        breaker_rejections: b.rejections,
-                        pool_idle: u64::from(p.idle),
-                        pool_in_use: u64::from(p.in_use),
-                        pool_connecting: u64::from(p.connecting),
-                        pool_waiters: u64::from(p.waiters),
-                        connections_created: ps.created,
-                        connections_closed: ps.closed(),
-                        requests: e.attempts(),
-                        connect_failures: ps.connect_failures,
-                        commands_succeeded: e.counts.succeeded.load(Relaxed),
-                        commands_failed: e.counts.failed.load(Relaxed),
-                        rate_limit_replies: e.counts.rate_limited.load(Relaxed),
-                        master: e.sentinel().and_then(|s| s.master()),
-                        sentinel: e.sentinel().and_then(|s| s.sentinel_in_use()),
-                        master_switches: e.sentinel().map_or(0, |s| s.switches()),
-                        connections_retired: ps.closed_retired,
-                    }
-                })
+                .flat_map(|e| cluster::per_node(e, stats))
                 .collect();
         }
         s

@@ -47,6 +47,11 @@ impl Config {
     ///   it may lack, one `socket_timeout` more (both counted in that
     ///   endpoint's overrun, so also with `call_timeout`); a dial's
     ///   discovery shares the dial's time;
+    /// - for a `redis+cluster://` endpoint, each attempt may follow up to
+    ///   [`max_redirects`](Config::max_redirects) redirects, each one more
+    ///   checkout and send (one more socket wait for the `ASKING` of an
+    ///   `ASK`), and the first call of a client reads the slot map within
+    ///   one `connect_timeout` and one `socket_timeout`;
     /// - the backoff sleeps are at most their caps
     ///   ([`RetryPolicy::max_total_backoff`]).
     ///
@@ -106,11 +111,28 @@ impl Config {
                     .saturating_add(self.tls_dial_overrun(endpoint))
                     .saturating_add(self.socket_timeout);
             }
-            attempt = attempt.saturating_add(
-                self.checkout_timeout
+            let mut one = self
+                .checkout_timeout
+                .saturating_add(self.socket_timeout)
+                .saturating_add(late);
+            if endpoint.cluster.is_some() {
+                // A redirect re-sends to another node within the attempt
+                // (an ASK with one more socket wait for ASKING), and the
+                // first call of a client reads the slot map first, within
+                // one connect and one socket timeout (plus a TLS wait).
+                let redirect = one.saturating_add(self.socket_timeout);
+                let discovery = self
+                    .connect_timeout
                     .saturating_add(self.socket_timeout)
-                    .saturating_add(late),
-            );
+                    .saturating_add(self.tls_dial_overrun(endpoint));
+                one = one
+                    .saturating_add(redirect.saturating_mul(self.max_redirects))
+                    .saturating_add(discovery);
+                late = late
+                    .saturating_mul(self.max_redirects.saturating_add(1))
+                    .saturating_add(discovery);
+            }
+            attempt = attempt.saturating_add(one);
             overrun = overrun.saturating_add(late);
         }
         if attempt.is_zero() {

@@ -233,6 +233,25 @@ impl ConfigBuilder {
         self
     }
 
+    /// Redis Cluster only: reads (`get`, `mget`, `exists`, read-only
+    /// commands) may go to a replica of the key's master. Defaults to
+    /// `false`. Replication is asynchronous, so such a read may be stale
+    /// with respect to writes by *other* processes; a key this process
+    /// wrote is always read from its master (read-your-writes holds). Each
+    /// replica read costs one more round trip (`READONLY` first).
+    pub fn read_from_replicas(mut self, v: bool) -> Self {
+        self.config.read_from_replicas = v;
+        self
+    }
+
+    /// Redis Cluster only: redirects (`MOVED`, `ASK`) one attempt follows
+    /// before it fails with a transient error the retry loop may retry.
+    /// Defaults to 5; from 0 to 16.
+    pub fn max_redirects(mut self, v: u32) -> Self {
+        self.config.max_redirects = v;
+        self
+    }
+
     /// Checks every value and builds the config.
     ///
     /// # Errors
@@ -385,6 +404,7 @@ impl ConfigBuilder {
             c.failover_grace,
             &(MIN_DURATION..=MAX_INTERVAL),
         )?;
+        check_u32("max_redirects", c.max_redirects, 0, 16)?;
         Ok(c)
     }
 }

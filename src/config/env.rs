@@ -12,7 +12,7 @@ use crate::error::Error;
 pub(crate) const VARIABLES: &[(&str, &str)] = &[
     (
         "REDIS_URL",
-        "redis://, rediss:// or redis+sentinel:// URL; unset: memory only",
+        "redis://, rediss://, redis+sentinel:// or redis+cluster:// URL; unset: memory only",
     ),
     ("REDIS__URL", "alias of REDIS_URL"),
     ("REDIS_FALLBACK_URL", "secondary Redis for failover"),
@@ -138,7 +138,7 @@ impl Config {
     ///
     /// | variable | meaning |
     /// |---|---|
-    /// | `REDIS_URL` (alias `REDIS__URL`) | `redis://`, `rediss://` or `redis+sentinel://` URL; unset: memory only |
+    /// | `REDIS_URL` (alias `REDIS__URL`) | `redis://`, `rediss://`, `redis+sentinel://` or `redis+cluster://` URL; unset: memory only |
     /// | `REDIS_FALLBACK_URL` | secondary Redis for failover (any of those forms) |
     /// | `REDIS_SENTINEL_PASSWORD` | the sentinels' password, for `redis+sentinel://` URLs |
     /// | `REDIS_FALLBACK_ENABLED` | `true`/`false`; default `true` when `REDIS_FALLBACK_URL` is set; `true` without it: the local `redis://localhost:6379/0` (logged at INFO) |

@@ -111,7 +111,7 @@ pub(crate) fn parse(label: &str, raw: &str) -> Result<Endpoint, Error> {
         }
     };
 
-    let sentinels = parse_hosts(label, hosts)?;
+    let sentinels = parse_hosts(label, hosts, "sentinel host", DEFAULT_SENTINEL_PORT)?;
     let (service, db) = parse_path(label, path)?;
 
     let mut redis = RedisConnectionInfo::default().set_db(db);
@@ -158,6 +158,7 @@ pub(crate) fn parse(label: &str, raw: &str) -> Result<Endpoint, Error> {
             service,
             password: None,
         }),
+        cluster: None,
     })
 }
 
@@ -191,7 +192,7 @@ pub(crate) fn apply_password<const N: usize>(
     }
 }
 
-fn decode(label: &str, what: &str, raw: &str) -> Result<Option<String>, Error> {
+pub(super) fn decode(label: &str, what: &str, raw: &str) -> Result<Option<String>, Error> {
     if raw.is_empty() {
         return Ok(None);
     }
@@ -204,34 +205,40 @@ fn decode(label: &str, what: &str, raw: &str) -> Result<Option<String>, Error> {
         })
 }
 
-fn parse_hosts(label: &str, hosts: &str) -> Result<Vec<(String, u16)>, Error> {
+/// A comma-separated `host[:port]` list (`[v6]:port` accepted), each item
+/// called `noun` (`"sentinel host"`, `"cluster seed"`) in the messages;
+/// duplicates dropped. Shared with `redis+cluster://` URLs.
+pub(super) fn parse_hosts(
+    label: &str,
+    hosts: &str,
+    noun: &str,
+    default_port: u16,
+) -> Result<Vec<(String, u16)>, Error> {
     if hosts.is_empty() {
-        return Err(Error::config(format!(
-            "{label}: no sentinel host; {EXPECTED}"
-        )));
+        return Err(Error::config(format!("{label}: no {noun}; {EXPECTED}")));
     }
     let mut out: Vec<(String, u16)> = Vec::new();
     for (i, item) in hosts.split(',').enumerate() {
         let n = i.saturating_add(1);
         if n > MAX_SENTINELS {
             return Err(Error::config(format!(
-                "{label}: more than {MAX_SENTINELS} sentinel hosts"
+                "{label}: more than {MAX_SENTINELS} {noun}s"
             )));
         }
         if item.is_empty() {
             return Err(Error::config(format!(
-                "{label}: sentinel host #{n} is empty (two commas, or a trailing one)"
+                "{label}: {noun} #{n} is empty (two commas, or a trailing one)"
             )));
         }
         let (host, port) = if let Some(v6) = item.strip_prefix('[') {
             let Some((host, after)) = v6.split_once(']') else {
                 return Err(Error::config(format!(
-                    "{label}: sentinel host #{n}: '[' without a closing ']'"
+                    "{label}: {noun} #{n}: '[' without a closing ']'"
                 )));
             };
             if host.parse::<std::net::Ipv6Addr>().is_err() {
                 return Err(Error::config(format!(
-                    "{label}: sentinel host #{n}: not an IPv6 address inside [...]"
+                    "{label}: {noun} #{n}: not an IPv6 address inside [...]"
                 )));
             }
             let port = match after {
@@ -240,7 +247,7 @@ fn parse_hosts(label: &str, hosts: &str) -> Result<Vec<(String, u16)>, Error> {
                     Some(p) => Some(p),
                     None => {
                         return Err(Error::config(format!(
-                            "{label}: sentinel host #{n}: expected ':port' after ']'"
+                            "{label}: {noun} #{n}: expected ':port' after ']'"
                         )))
                     }
                 },
@@ -254,7 +261,7 @@ fn parse_hosts(label: &str, hosts: &str) -> Result<Vec<(String, u16)>, Error> {
         };
         if host.is_empty() {
             return Err(Error::config(format!(
-                "{label}: sentinel host #{n} is missing its host name"
+                "{label}: {noun} #{n} is missing its host name"
             )));
         }
         if !host.contains(':')
@@ -263,22 +270,22 @@ fn parse_hosts(label: &str, hosts: &str) -> Result<Vec<(String, u16)>, Error> {
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
         {
             return Err(Error::config(format!(
-                "{label}: sentinel host #{n}: a host name has letters, digits, '.', '-' and '_' only"
+                "{label}: {noun} #{n}: a host name has letters, digits, '.', '-' and '_' only"
             )));
         }
         if host == "0.0.0.0" || host == "::" {
             return Err(Error::config(format!(
-                "{label}: sentinel host #{n}: cannot connect to the wildcard address {host}; name a host"
+                "{label}: {noun} #{n}: cannot connect to the wildcard address {host}; name a host"
             )));
         }
         let port = match port {
-            None => DEFAULT_SENTINEL_PORT,
+            None => default_port,
             Some(p) => match p.parse::<u16>() {
                 Ok(p) if p != 0 => p,
                 _ => {
                     let shown: String = p.chars().take(16).collect();
                     return Err(Error::config(format!(
-                        "{label}: sentinel host #{n}: port must be from 1 to 65535, got '{shown}'"
+                        "{label}: {noun} #{n}: port must be from 1 to 65535, got '{shown}'"
                     )));
                 }
             },

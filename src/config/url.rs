@@ -30,18 +30,24 @@ pub(crate) struct Endpoint {
     /// `redis+sentinel://`: the sentinels to ask for the master; `info`
     /// then holds the data nodes' settings (see `topology`).
     pub(crate) sentinel: Option<super::sentinel::SentinelSpec>,
+    /// `redis+cluster://`: the seed nodes; `info` then holds the nodes'
+    /// settings (see `topology::cluster`).
+    pub(crate) cluster: Option<super::cluster::ClusterSpec>,
 }
 
 impl Endpoint {
     /// Parses `raw`; `label` (a field or variable name) starts every error message.
     pub(crate) fn parse(label: &str, raw: &str) -> Result<Endpoint, Error> {
         let raw = raw.trim();
-        let expected = "expected redis://[user[:password]@]host[:port][/db], rediss://... or redis+sentinel://host[:port][,host[:port]...]/service_name[/db]";
+        let expected = "expected redis://[user[:password]@]host[:port][/db], rediss://... redis+sentinel://host[:port][,host[:port]...]/service_name[/db] or redis+cluster://host[:port][,host[:port]...]";
         if raw.is_empty() {
             return Err(Error::config(format!("{label}: empty URL; {expected}")));
         }
         if super::sentinel::is_sentinel_url(raw) {
             return super::sentinel::parse(label, raw);
+        }
+        if super::cluster::is_cluster_url(raw) {
+            return super::cluster::parse(label, raw);
         }
         if raw.chars().any(|c| c.is_control() || c == ' ') {
             return Err(Error::config(format!(
@@ -151,6 +157,7 @@ impl Endpoint {
             tls,
             insecure_fragment,
             sentinel: None,
+            cluster: None,
         })
     }
 }

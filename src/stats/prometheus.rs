@@ -152,7 +152,7 @@ pub(super) fn render(s: &Stats) -> String {
         for e in &s.endpoints {
             w.sample(
                 "circuit_state",
-                &[("endpoint", e.role)],
+                &[("endpoint", e.label())],
                 e.circuit_state_value(),
             );
         }
@@ -169,7 +169,7 @@ pub(super) fn render(s: &Stats) -> String {
             ] {
                 w.sample(
                     "pool_connections",
-                    &[("endpoint", e.role), ("state", state)],
+                    &[("endpoint", e.label()), ("state", state)],
                     n as f64,
                 );
             }
@@ -246,7 +246,7 @@ pub(super) fn render(s: &Stats) -> String {
         for (name, kind, help, field) in per_endpoint {
             w.family(name, kind, help);
             for e in &s.endpoints {
-                w.sample(name, &[("endpoint", e.role)], field(e) as f64);
+                w.sample(name, &[("endpoint", e.label())], field(e) as f64);
             }
         }
     }
@@ -332,6 +332,36 @@ fn render_more(w: &mut Writer, s: &Stats) {
             "load_store_failures_total",
             "Loaded values that could not be stored (still returned).",
             s.load_store_failures,
+        ),
+        (
+            "cluster_refreshes_total",
+            "Slot maps read from the Redis Cluster.",
+            s.cluster_refreshes,
+        ),
+        (
+            "cluster_refresh_failures_total",
+            "Slot map refreshes no cluster node answered.",
+            s.cluster_refresh_failures,
+        ),
+        (
+            "cluster_topology_changes_total",
+            "Slot map refreshes that changed the map.",
+            s.cluster_topology_changes,
+        ),
+        (
+            "cluster_slot_moves_total",
+            "Hash slots seen moving to another master.",
+            s.cluster_slot_moves,
+        ),
+        (
+            "cluster_moved_total",
+            "MOVED redirects followed.",
+            s.cluster_moved,
+        ),
+        (
+            "cluster_asks_total",
+            "ASK redirects followed.",
+            s.cluster_asks,
         ),
     ] {
         w.single(name, c, help, value as f64);
@@ -438,6 +468,7 @@ pub(crate) mod tests {
             master: None,
             sentinel: None,
             master_switches: 0,
+            node: None,
             connections_retired: 0,
         }
     }

@@ -555,7 +555,7 @@ fn is_untrusted(e: &Error) -> bool {
 /// the TCP connect and each handshake reply, as the pool does. The error
 /// is classified as the pool's connect errors are (and never holds a
 /// secret).
-fn open(
+pub(crate) fn open(
     info: ConnectionInfo,
     deadline: Instant,
     clock: &SharedClock,
@@ -575,7 +575,7 @@ fn open(
 /// One command with the socket timeouts lowered to the time left. The
 /// error is classified: without a password to send, the TLS handshake
 /// happens here, on the first command, rather than in `open`.
-fn query(
+pub(crate) fn query(
     conn: &mut redis::Connection,
     cmd: &redis::Cmd,
     deadline: Instant,

@@ -41,6 +41,9 @@ struct State {
     rate_limit_after: Option<usize>,
     data_commands: usize,
     reply_override: Option<Vec<u8>>,
+    /// Answers `CLUSTER SLOTS` with every slot on this port, and `CLUSTER
+    /// SHARDS` as Redis 6 does (unknown subcommand).
+    cluster_port: Option<u16>,
     total: usize,
     by_name: HashMap<String, usize>,
     workers: Vec<JoinHandle<()>>,
@@ -94,6 +97,12 @@ impl FakeRedis {
     /// normal answers.
     pub fn reply_override(&self, reply: Option<Vec<u8>>) {
         lock(&self.shared.state).reply_override = reply;
+    }
+
+    /// Acts as the only master of a Redis 6 cluster: `CLUSTER SLOTS` names
+    /// itself for all 16384 slots, `CLUSTER SHARDS` is unknown.
+    pub fn as_redis6_cluster(&self) {
+        lock(&self.shared.state).cluster_port = Some(self.port);
     }
 
     /// Commands received so far, setup included.
@@ -246,6 +255,16 @@ fn answer(args: &[Vec<u8>], shared: &Shared) -> Vec<u8> {
             }
         }
         ("QUIT", _) => b"+OK\r\n".to_vec(),
+        ("CLUSTER", _) if state.cluster_port.is_some() => {
+            let sub = String::from_utf8_lossy(&key).to_ascii_uppercase();
+            match (sub.as_str(), state.cluster_port) {
+                ("SLOTS", Some(port)) => format!(
+                    "*1\r\n*3\r\n:0\r\n:16383\r\n*3\r\n$9\r\n127.0.0.1\r\n:{port}\r\n$4\r\nfake\r\n"
+                )
+                .into_bytes(),
+                _ => format!("-ERR unknown subcommand '{sub}'. Try CLUSTER HELP.\r\n").into_bytes(),
+            }
+        }
         _ => format!("-ERR unknown command '{name}'\r\n").into_bytes(),
     }
 }

@@ -60,6 +60,9 @@ pub fn run_config(case: &ConfigCase) {
     // is fuzzed without a dictionary (and the input format is unchanged).
     let sentinel = format!("redis+sentinel://{}", case.url);
     resilient_redis::fuzz_support::check_config_case(&sentinel, &case.env, ENV_NAMES);
+    // And of a cluster URL (issue #14).
+    let cluster = format!("redis+cluster://{}", case.url);
+    resilient_redis::fuzz_support::check_config_case(&cluster, &case.env, ENV_NAMES);
 }
 
 /// One operation of the `fallback` target; mirrors

@@ -14,11 +14,13 @@
 // with a clear message is the right report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod cluster;
 pub mod fake;
 pub mod proxy;
 pub mod sentinel;
 pub mod server;
 
+pub use cluster::RedisCluster;
 pub use fake::FakeRedis;
 pub use proxy::{FaultProxy, Mode};
 pub use sentinel::{Sentinel, SentinelCluster};
