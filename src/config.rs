@@ -131,6 +131,8 @@ pub struct Config {
     /// `None`: derived, see [`Config::failover_grace`].
     pub(crate) failover_grace: Option<Duration>,
     pub(crate) tls: TlsOptions,
+    /// Automatic pipelining (see [`Config::auto_pipeline`]).
+    pub(crate) auto_pipeline: bool,
 }
 
 impl Default for Config {
@@ -167,6 +169,7 @@ impl Default for Config {
             failover_cooldown: Duration::from_secs(300),
             failover_grace: None,
             tls: TlsOptions::default(),
+            auto_pipeline: true,
         }
     }
 }
@@ -333,6 +336,13 @@ impl Config {
         self.compression_threshold
     }
 
+    /// Whether concurrent calls share connections, their requests written
+    /// in one batch and their replies read back in order (see
+    /// [`ConfigBuilder::auto_pipeline`](crate::ConfigBuilder::auto_pipeline)).
+    pub fn auto_pipeline(&self) -> bool {
+        self.auto_pipeline
+    }
+
     /// How long the primary is left alone after a failover before probing.
     pub fn failover_cooldown(&self) -> Duration {
         self.failover_cooldown
@@ -381,6 +391,7 @@ impl fmt::Debug for Config {
             .field("failover_grace", &self.failover_grace())
             // Paths only: certificate and key contents are never shown.
             .field("tls", &self.tls)
+            .field("auto_pipeline", &self.auto_pipeline)
             .finish()
     }
 }
@@ -439,6 +450,7 @@ impl fmt::Display for Config {
             Some(n) => writeln!(f, "compression_threshold  = {n}")?,
             None => writeln!(f, "compression_threshold  = off")?,
         }
+        writeln!(f, "auto_pipeline          = {}", self.auto_pipeline)?;
         writeln!(f, "failover_cooldown      = {:?}", self.failover_cooldown)?;
         write!(f, "failover_grace         = {:?}", self.failover_grace())
     }

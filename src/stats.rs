@@ -137,6 +137,11 @@ pub struct EndpointStats {
     pub master_switches: u64,
     /// Connections closed because they went to an old master.
     pub connections_retired: u64,
+    /// Requests written on a shared connection (automatic pipelining).
+    pub shared_requests: u64,
+    /// Of those, the ones whose caller waited for another caller to write
+    /// or read for it (every shared connection was busy).
+    pub shared_waits: u64,
 }
 
 impl EndpointStats {

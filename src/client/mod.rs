@@ -455,6 +455,8 @@ impl Client {
                         sentinel: e.sentinel().and_then(|s| s.sentinel_in_use()),
                         master_switches: e.sentinel().map_or(0, |s| s.switches()),
                         connections_retired: ps.closed_retired,
+                        shared_requests: ps.shared_requests,
+                        shared_waits: ps.shared_waits,
                     }
                 })
                 .collect();

@@ -439,6 +439,8 @@ pub(crate) mod tests {
             sentinel: None,
             master_switches: 0,
             connections_retired: 0,
+            shared_requests: 0,
+            shared_waits: 0,
         }
     }
 
