@@ -349,6 +349,12 @@ fn a_broken_shared_connection_fails_its_calls_once_for_the_breaker() {
     // Three consecutive counted failures would open it.
     let client = Arc::new(client(&proxy.url(), None, 2, 3));
     client.set("k", "v").unwrap();
+    // Both shared connections made before the proxy slows down (a connect
+    // through it would take several slow round trips).
+    assert!(wait_until(Duration::from_secs(20), || {
+        run_workers(&client, 8, 20, 1, 0);
+        client.stats().endpoints[0].connections_created >= 2
+    }));
     // Slow both ways, so that requests queue behind each lane's first
     // and are then written together and stay in flight.
     proxy.set_mode(Mode::Latency(ms(400)));

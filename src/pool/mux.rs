@@ -245,6 +245,16 @@ struct Events {
     replies: Vec<(Arc<Slot>, Outcome)>,
     failed: Vec<Arc<Slot>>,
     cause: Option<Failed>,
+    /// Waiters whose outcome is set, to be woken.
+    wake: Vec<Arc<Slot>>,
+}
+
+impl Events {
+    fn wake_all(&mut self) {
+        for slot in self.wake.drain(..) {
+            slot.cv.notify_one();
+        }
+    }
 }
 
 impl Mux {
@@ -342,16 +352,17 @@ impl Mux {
                 if let Some(outcome) = inner.outcome.take() {
                     inner.phase = Phase::Done;
                     drop(inner);
-                    if std::mem::take(&mut slot.inner.lock().lead) {
-                        // Cannot happen (the lead goes to a waiting slot),
-                        // but a lead must never be lost.
+                    if std::mem::take(&mut slot.inner.lock().lead) && !st.led {
+                        // Woken to lead but answered meanwhile: the lead
+                        // goes on to someone else.
                         drop(self.pass_lead(&mut st));
                         drop(st);
                     }
                     return finish(outcome);
                 }
-                if std::mem::take(&mut inner.lead) {
+                if std::mem::take(&mut inner.lead) && !st.led {
                     drop(inner);
+                    st.led = true;
                     return self.lead(st, slot, own);
                 }
             }
@@ -372,9 +383,15 @@ impl Mux {
                             _ => {
                                 // Written: its reply is read and dropped.
                                 inner.phase = Phase::Abandoned;
+                                drop(inner);
                                 timeout_failure(true)
                             }
                         };
+                        if !st.led {
+                            // The lead may have been offered to this caller
+                            // before it left: offered on to the next.
+                            drop(self.pass_lead(&mut st));
+                        }
                         return Err(failure);
                     }
                 }
@@ -429,21 +446,32 @@ impl Mux {
                 }));
                 break;
             }
-            let batch: Vec<Arc<Slot>> = if done || st.queued.is_empty() {
+            let batch = if done {
                 Vec::new()
             } else {
-                st.batches = st.batches.wrapping_add(1);
-                let number = st.batches;
-                let batch: Vec<Arc<Slot>> = st.queued.drain(..).collect();
-                for s in &batch {
-                    let mut inner = s.inner.lock();
-                    inner.phase = Phase::Written;
-                    inner.batch = number;
-                }
-                batch
+                take_batch(&mut st)
             };
             MutexGuard::unlocked(&mut st, || {
-                self.step(&mut io, batch, me, own, &mut events);
+                self.step(&mut io, batch, me, own, &mut events, false);
+            });
+            self.apply(&mut events, me, &mut my_outcome);
+            if my_outcome.is_none() {
+                // Replies before the leader's own: their callers go on at
+                // once. Those after it are woken once the lead has passed,
+                // so that a leader preempted by a caller it wakes never
+                // holds up the lane.
+                events.wake_all();
+            }
+        }
+        if me.inner.lock().phase == Phase::Done
+            && io.as_ref().is_some_and(Io::usable)
+            && !st.queued.is_empty()
+        {
+            // What queued meanwhile goes out now, while the caller the lead
+            // passes to wakes up: the server works on it during the hop.
+            let batch = take_batch(&mut st);
+            MutexGuard::unlocked(&mut st, || {
+                self.step(&mut io, batch, me, own, &mut events, true);
             });
             self.apply(&mut events, me, &mut my_outcome);
         }
@@ -452,6 +480,7 @@ impl Mux {
         // next leader finds it idle there.
         drop(self.pass_lead(&mut st));
         drop(st);
+        events.wake_all();
         match my_outcome {
             Some(outcome) => finish(outcome),
             None => Err(timeout_failure(false)),
@@ -462,7 +491,7 @@ impl Mux {
     /// lock is held by the caller).
     fn apply(&self, events: &mut Events, me: &Arc<Slot>, mine: &mut Option<Outcome>) {
         for (slot, outcome) in events.replies.drain(..) {
-            deliver(&slot, outcome, me, mine);
+            deliver(&slot, outcome, me, mine, &mut events.wake);
         }
         if let Some(cause) = events.cause.take() {
             let mut counted = false;
@@ -478,34 +507,34 @@ impl Mux {
                     },
                     Failed::Unsent(e) => unsent(e, count && e.counts_against_breaker()),
                 };
-                deliver(&slot, Outcome::Failed(failure), me, mine);
+                deliver(&slot, Outcome::Failed(failure), me, mine, &mut events.wake);
             }
         }
         events.failed.clear();
     }
 
-    /// Passes the lead to whoever reads or writes next, or releases the
-    /// lane. Returns the connection to give back to the pool (or close)
-    /// before the lane's lock is released.
+    /// Frees the lead: whoever comes first takes it, a caller arriving on
+    /// its own (already running) or the waiter woken here, the first still
+    /// waiting for a written reply (it reads next), else the first queued
+    /// (it writes next). With nothing left to do, releases the connection:
+    /// returned, to give back to the pool (or close) before the lane's
+    /// lock is released.
     fn pass_lead(&self, st: &mut LaneState) -> Option<PooledConnection> {
-        if let Some(io) = &st.io {
-            // The first caller still waiting for a written reply reads next.
-            let next = io
-                .inflight
-                .iter()
-                .find(|s| s.inner.lock().phase == Phase::Written);
-            if let Some(next) = next {
-                next.inner.lock().lead = true;
-                next.cv.notify_one();
-                return None;
-            }
-        }
-        if let Some(next) = st.queued.front() {
+        st.led = false;
+        let next = st
+            .io
+            .as_ref()
+            .and_then(|io| {
+                io.inflight
+                    .iter()
+                    .find(|s| s.inner.lock().phase == Phase::Written)
+            })
+            .or_else(|| st.queued.front());
+        if let Some(next) = next {
             next.inner.lock().lead = true;
             next.cv.notify_one();
             return None;
         }
-        st.led = false;
         let io = st.io.take()?;
         let mut conn = io.conn;
         if !io.inflight.is_empty() || io.owed > 0 || io.retiring {
@@ -524,6 +553,7 @@ impl Mux {
         me: &Arc<Slot>,
         own: &[u8],
         events: &mut Events,
+        write_only: bool,
     ) {
         if !batch.is_empty() {
             if !io.as_ref().is_some_and(Io::usable) {
@@ -574,6 +604,9 @@ impl Mux {
                 }
                 return;
             }
+        }
+        if write_only {
+            return;
         }
         let Some(current) = io.as_mut() else {
             return;
@@ -782,9 +815,32 @@ impl Io {
     }
 }
 
-/// Gives `outcome` to `slot`'s waiter, or keeps it for the leader (`me`).
-/// An abandoned slot's outcome is dropped.
-fn deliver(slot: &Arc<Slot>, outcome: Outcome, me: &Arc<Slot>, mine: &mut Option<Outcome>) {
+/// Takes every queued request as the lane's next batch (the lane's lock
+/// is held): marked written, numbered.
+fn take_batch(st: &mut LaneState) -> Vec<Arc<Slot>> {
+    if st.queued.is_empty() {
+        return Vec::new();
+    }
+    st.batches = st.batches.wrapping_add(1);
+    let number = st.batches;
+    let batch: Vec<Arc<Slot>> = st.queued.drain(..).collect();
+    for s in &batch {
+        let mut inner = s.inner.lock();
+        inner.phase = Phase::Written;
+        inner.batch = number;
+    }
+    batch
+}
+
+/// Gives `outcome` to `slot`'s waiter (to be woken through `wake`), or
+/// keeps it for the leader (`me`). An abandoned slot's outcome is dropped.
+fn deliver(
+    slot: &Arc<Slot>,
+    outcome: Outcome,
+    me: &Arc<Slot>,
+    mine: &mut Option<Outcome>,
+    wake: &mut Vec<Arc<Slot>>,
+) {
     if Arc::ptr_eq(slot, me) {
         me.inner.lock().phase = Phase::Done;
         *mine = Some(outcome);
@@ -797,7 +853,7 @@ fn deliver(slot: &Arc<Slot>, outcome: Outcome, me: &Arc<Slot>, mine: &mut Option
     inner.phase = Phase::Done;
     inner.outcome = Some(outcome);
     drop(inner);
-    slot.cv.notify_one();
+    wake.push(slot.clone());
 }
 
 fn finish(outcome: Outcome) -> Result<(Reply, u64), Failure> {
