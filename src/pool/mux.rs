@@ -101,8 +101,11 @@ struct Io {
     owed: usize,
     /// The read timeout on the socket now.
     read_timeout: Duration,
-    /// When a reply last arrived (or the connection was taken).
-    last_reply: Instant,
+    /// When a reply last arrived, if known: the clock is read only for
+    /// reads a deadline bounds. `None` after a reply read without one (or
+    /// a fresh connection): the stall clock then starts at the next
+    /// timed-out read.
+    last_reply: Option<Instant>,
     /// A `READONLY` reply: no more batches on it.
     retiring: bool,
 }
@@ -569,7 +572,7 @@ impl Mux {
                 }
                 let deadline = batch.iter().filter_map(|s| s.deadline).min();
                 match lend(&self.shared, deadline) {
-                    Ok(conn) => *io = Some(Io::new(conn, self.now())),
+                    Ok(conn) => *io = Some(Io::new(conn)),
                     Err(e) => {
                         events.failed.extend(batch);
                         events.cause = Some(Failed::Unsent(e));
@@ -639,7 +642,6 @@ impl Mux {
     /// Reads one reply (to the head, or owed), within the earlier of the
     /// head's deadline and the leader's own. `Err` breaks the connection.
     fn read_one(&self, io: &mut Io, me: &Arc<Slot>, events: &mut Events) -> RedisResult<()> {
-        let now = self.now();
         let socket_timeout = self.shared.manager.socket_timeout;
         let head_deadline = match io.inflight.front() {
             Some(h) if io.owed == 0 && h.inner.lock().phase == Phase::Written => h.deadline,
@@ -648,8 +650,9 @@ impl Mux {
         // The leader's own deadline too, answered or not: it never reads
         // past it (a head it interrupts fails with a timeout).
         let limit = [head_deadline, me.deadline].into_iter().flatten().min();
+        // The clock is read only when a deadline bounds the read.
         let budget = limit.map_or(socket_timeout, |l| {
-            l.saturating_duration_since(now).min(socket_timeout)
+            l.saturating_duration_since(self.now()).min(socket_timeout)
         });
         if budget.is_zero() {
             // The head's time is up before its reply: it leaves without a
@@ -677,7 +680,7 @@ impl Mux {
             // RESP3 pushes are not replies.
             Ok(Value::Push { .. }) => Ok(()),
             Ok(value) => {
-                io.last_reply = self.now();
+                io.last_reply = limit.map(|_| self.now());
                 if io.owed > 0 {
                     io.owed -= 1;
                     return Ok(());
@@ -734,7 +737,18 @@ impl Mux {
                         .replies
                         .push((head, Outcome::Failed(timeout_failure(true))));
                 }
-                if self.now().saturating_duration_since(io.last_reply) >= socket_timeout {
+                // A whole socket timeout without a reply: the connection is
+                // dead (without a deadline the read waited that long).
+                let now = self.now();
+                let stalled = match io.last_reply {
+                    _ if limit.is_none() => true,
+                    Some(t) => now.saturating_duration_since(t) >= socket_timeout,
+                    None => {
+                        io.last_reply = Some(now);
+                        false
+                    }
+                };
+                if stalled {
                     return Err(err);
                 }
                 Ok(())
@@ -796,7 +810,7 @@ impl Failure {
 }
 
 impl Io {
-    fn new(conn: PooledConnection, now: Instant) -> Io {
+    fn new(conn: PooledConnection) -> Io {
         let read_timeout = conn.io_timeout;
         Io {
             conn,
@@ -804,7 +818,7 @@ impl Io {
             progress: Progress::default(),
             owed: 0,
             read_timeout,
-            last_reply: now,
+            last_reply: None,
             retiring: false,
         }
     }
