@@ -108,6 +108,10 @@ struct Io {
     last_reply: Option<Instant>,
     /// A `READONLY` reply: no more batches on it.
     retiring: bool,
+    /// A read timed out on it: redis-rs owes itself a late reply. Kept
+    /// while callers share it; closed, not given back to the pool, once
+    /// nobody does (the pool never lends a connection that timed out).
+    timed_out: bool,
 }
 
 #[derive(Default)]
@@ -540,7 +544,7 @@ impl Mux {
         }
         let io = st.io.take()?;
         let mut conn = io.conn;
-        if !io.inflight.is_empty() || io.owed > 0 || io.retiring {
+        if !io.inflight.is_empty() || io.owed > 0 || io.retiring || io.timed_out {
             // Nobody waits for what it still owes: closed rather than kept.
             conn.mark_broken();
         }
@@ -726,6 +730,7 @@ impl Mux {
                 Ok(())
             }
             Err(err) if err.is_timeout() => {
+                io.timed_out = true;
                 // redis-rs skips the interrupted reply when it comes.
                 if io.owed > 0 {
                     io.owed -= 1;
@@ -820,6 +825,7 @@ impl Io {
             read_timeout,
             last_reply: None,
             retiring: false,
+            timed_out: false,
         }
     }
 
