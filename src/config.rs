@@ -169,7 +169,7 @@ impl Default for Config {
             failover_cooldown: Duration::from_secs(300),
             failover_grace: None,
             tls: TlsOptions::default(),
-            auto_pipeline: true,
+            auto_pipeline: false,
         }
     }
 }

@@ -60,13 +60,13 @@ fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
 
 #[test]
 fn config_and_environment_switch_it() {
-    let on = Config::builder("redis://127.0.0.1:1").build().unwrap();
-    assert!(on.auto_pipeline(), "on by default");
-    let off = Config::builder("redis://127.0.0.1:1")
-        .auto_pipeline(false)
+    let off = Config::builder("redis://127.0.0.1:1").build().unwrap();
+    assert!(!off.auto_pipeline(), "off by default");
+    let on = Config::builder("redis://127.0.0.1:1")
+        .auto_pipeline(true)
         .build()
         .unwrap();
-    assert!(!off.auto_pipeline());
+    assert!(on.auto_pipeline());
     let env = |v: &str| {
         let vars = [
             ("REDIS_URL", "redis://127.0.0.1:1"),

@@ -34,7 +34,7 @@ pub(crate) const VARIABLES: &[(&str, &str)] = &[
     ("CACHE_MAX_CONNECTIONS", "default 20"),
     (
         "CACHE_AUTO_PIPELINE",
-        "true/false: concurrent calls share connections; default true",
+        "true/false: concurrent calls share connections; default false",
     ),
     ("CACHE_MIN_IDLE", "default 0"),
     ("CACHE_IDLE_TIMEOUT", "seconds, 0 = never; default 300"),
@@ -154,7 +154,7 @@ impl Config {
     /// | `CACHE_CHECKOUT_TIMEOUT_MS` | ms; default 2000 |
     /// | `CACHE_HEALTH_CHECK_INTERVAL` | s; default 30 |
     /// | `CACHE_MAX_CONNECTIONS` | default 20 |
-    /// | `CACHE_AUTO_PIPELINE` | `true`/`false`: concurrent calls share connections (automatic pipelining); default `true` |
+    /// | `CACHE_AUTO_PIPELINE` | `true`/`false`: concurrent calls share connections (automatic pipelining); default `false` |
     /// | `CACHE_MIN_IDLE` | default 0 |
     /// | `CACHE_IDLE_TIMEOUT` | s, `0` = never; default 300 |
     /// | `CACHE_MAX_LIFETIME` | s, `0` = never; default 1800 |
