@@ -164,6 +164,13 @@ enum Outcome {
 struct Slot {
     cv: Condvar,
     deadline: Option<Instant>,
+    /// The endpoint's topology generation when the call's attempt began:
+    /// the request goes only on a connection of that generation. After a
+    /// sentinel master switch it is refused (not sent) rather than moved to
+    /// the new master, so that the attempt is made again through the
+    /// client, which first invalidates there what the old master may have
+    /// acknowledged last (as a dedicated connection refuses it).
+    generation: u64,
     expect: Expect,
     /// Locked only under the lane's lock (never contended).
     inner: Mutex<SlotInner>,
@@ -300,6 +307,7 @@ impl Mux {
         own: &[u8],
         expect: Expect,
         deadline: Option<Instant>,
+        generation: u64,
     ) -> Result<(Reply, u64), Failure> {
         if deadline.is_some_and(|d| self.now() >= d) {
             return Err(timeout_failure(false).unsent_timeout(self));
@@ -307,6 +315,7 @@ impl Mux {
         let slot = Arc::new(Slot {
             cv: Condvar::new(),
             deadline,
+            generation,
             expect,
             inner: Mutex::new(SlotInner {
                 phase: Phase::Queued,
@@ -587,6 +596,17 @@ impl Mux {
             let Some(current) = io.as_mut() else {
                 return;
             };
+            let generation = current.conn.generation();
+            let (batch, moved): (Vec<_>, Vec<_>) =
+                batch.into_iter().partition(|s| s.generation == generation);
+            for slot in moved {
+                events
+                    .replies
+                    .push((slot, Outcome::Failed(self.master_moved())));
+            }
+            if batch.is_empty() {
+                return;
+            }
             let sent = if batch.len() == 1 && batch.first().is_some_and(|s| Arc::ptr_eq(s, me)) {
                 current.conn.raw_mut().send_packed_command(own)
             } else {
@@ -796,6 +816,23 @@ impl Mux {
     }
 }
 
+impl Mux {
+    /// A request not sent because the master moved since its attempt began.
+    fn master_moved(&self) -> Failure {
+        let e = Error::new(
+            ErrorKind::Connection,
+            ErrorClass::Transient,
+            format!(
+                "not sent to {}: the master moved",
+                self.shared.settings.endpoint
+            ),
+        )
+        .with_counts_against_breaker(false)
+        .with_may_have_executed(false);
+        unsent(&e, false)
+    }
+}
+
 impl Failure {
     /// The deadline passed before the request was written.
     fn unsent_timeout(self, mux: &Mux) -> Failure {
@@ -891,6 +928,8 @@ fn finish(outcome: Outcome) -> Result<(Reply, u64), Failure> {
 pub(crate) struct Lease {
     mux: Arc<Mux>,
     deadline: Option<Instant>,
+    /// The topology generation when the attempt began (see `Slot`).
+    began: u64,
     pinned: Option<Box<PooledConnection>>,
     /// The generation of the connection that carried the last request.
     generation: u64,
@@ -909,9 +948,11 @@ enum Settled {
 
 impl Lease {
     pub(crate) fn new(mux: Arc<Mux>, deadline: Option<Instant>) -> Lease {
+        let began = mux.shared.manager.topology.generation();
         Lease {
             mux,
             deadline,
+            began,
             pinned: None,
             generation: 0,
             last: None,
@@ -937,7 +978,7 @@ impl Lease {
     pub(crate) fn request(&mut self, packed: &[u8], expect: Expect) -> RedisResult<Reply> {
         self.last = None;
         if self.pinned.is_none() && is_shareable(packed) {
-            return match self.mux.call(packed, expect, self.deadline) {
+            return match self.mux.call(packed, expect, self.deadline, self.began) {
                 Ok((reply, generation)) => {
                     self.generation = generation;
                     Ok(reply)
@@ -964,6 +1005,13 @@ impl Lease {
                 }
             },
         };
+        if conn.generation() != self.began {
+            // Dialled after a master switch this attempt did not see: not
+            // sent (see `Slot::generation`).
+            let failure = self.mux.master_moved();
+            self.last = failure.unsent.map(|e| Settled::Unsent(e, false));
+            return Err(failure.error);
+        }
         self.generation = conn.generation();
         match expect {
             Expect::One => {
