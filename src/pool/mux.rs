@@ -6,13 +6,17 @@
 //! leader. A caller that finds a lane idle leads it: it writes its own
 //! request and reads its own reply, with no hop to another thread (a batch
 //! of one, the cost of a pooled connection). A caller that finds every lane
-//! led queues its request on one and waits. While it reads, the leader
-//! also writes what queued since (in one write) and delivers each reply to
-//! its waiter. Once its own reply is in, and those written together with
-//! it are read, it passes the lead on: to the caller whose reply comes
-//! next, else to the first queued one; with nobody left, the connection
-//! goes back to the pool (health checks, lifetimes, retirement and
-//! accounting stay the pool's).
+//! led queues its request on one and waits. While it waits for its own
+//! reply, the leader writes what queued since (one write per step) and
+//! hands each reply read to its caller. Once its own reply is in and the
+//! replies written with it are read, it writes what queued meanwhile (the
+//! server works on it during the hand-over) and frees the lead: the first
+//! caller to get there takes it, a caller arriving already running or the
+//! waiter woken for it (the one whose reply comes next, else the first
+//! queued). The callers of the rest of its batch are woken only then, so
+//! a leader preempted by a caller it wakes never holds the lane up. With
+//! nobody left, the connection goes back to the pool (health checks,
+//! lifetimes, retirement and accounting stay the pool's).
 //!
 //! Rules this keeps:
 //!
@@ -27,13 +31,17 @@
 //!   (its `messages_to_skip`), the rest of an interrupted pipeline's replies
 //!   are counted as owed and dropped here, so the connection stays in step.
 //!   A connection that returns no reply for a whole socket timeout while
-//!   replies are owed is broken.
+//!   replies are owed is broken; one that saw a timed-out read is closed,
+//!   not given back to the pool, once nobody shares it.
 //! - **Broken connection**: every call written on it and not answered
 //!   fails with an error that may have executed; one of them (the first
 //!   still waiting) counts against the breaker, the others are told not to
 //!   (see [`Lease::settle`]). Requests queued but not written go out on a
 //!   new connection. A failed checkout fails the queued requests with the
 //!   pool's error (nothing sent), counted once.
+//! - **Master switches** (sentinel): a request goes only on a connection
+//!   of the topology generation its attempt began in, else it is refused
+//!   unsent, as a dedicated connection refuses it (see `Slot::generation`).
 //! - **What never shares** ([`is_shareable`]): a lease pins a connection
 //!   of its own for the rest of the call at the first such request.
 
