@@ -5,7 +5,8 @@
 #
 #   scripts/soak.sh [SECONDS] [SEED]
 #
-# SECONDS: total workload time, split between the two variants (default 300).
+# SECONDS: workload time of the two fallback variants together (default 300);
+# each variant, the automatic pipelining one too, runs half of it.
 # SEED: decimal or 0x-hex (default: random; the run prints it, so a failing
 # run can be repeated with the same fault schedule and operation mix).
 set -euo pipefail

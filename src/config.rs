@@ -136,6 +136,8 @@ pub struct Config {
     pub(crate) read_from_replicas: bool,
     /// `redis+cluster://`: redirects one attempt follows.
     pub(crate) max_redirects: u32,
+    /// Automatic pipelining (see [`Config::auto_pipeline`]).
+    pub(crate) auto_pipeline: bool,
 }
 
 impl Default for Config {
@@ -174,6 +176,7 @@ impl Default for Config {
             tls: TlsOptions::default(),
             read_from_replicas: false,
             max_redirects: crate::topology::cluster::DEFAULT_MAX_REDIRECTS,
+            auto_pipeline: false,
         }
     }
 }
@@ -356,6 +359,13 @@ impl Config {
         self.max_redirects
     }
 
+    /// Whether concurrent calls share connections, their requests written
+    /// in one batch and their replies read back in order (see
+    /// [`ConfigBuilder::auto_pipeline`](crate::ConfigBuilder::auto_pipeline)).
+    pub fn auto_pipeline(&self) -> bool {
+        self.auto_pipeline
+    }
+
     /// How long the primary is left alone after a failover before probing.
     pub fn failover_cooldown(&self) -> Duration {
         self.failover_cooldown
@@ -406,6 +416,7 @@ impl fmt::Debug for Config {
             .field("max_redirects", &self.max_redirects)
             // Paths only: certificate and key contents are never shown.
             .field("tls", &self.tls)
+            .field("auto_pipeline", &self.auto_pipeline)
             .finish()
     }
 }
@@ -464,6 +475,7 @@ impl fmt::Display for Config {
             Some(n) => writeln!(f, "compression_threshold  = {n}")?,
             None => writeln!(f, "compression_threshold  = off")?,
         }
+        writeln!(f, "auto_pipeline          = {}", self.auto_pipeline)?;
         writeln!(f, "failover_cooldown      = {:?}", self.failover_cooldown)?;
         writeln!(f, "failover_grace         = {:?}", self.failover_grace())?;
         write!(

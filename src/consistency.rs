@@ -51,7 +51,7 @@ use std::time::Duration;
 
 use parking_lot::{Mutex, MutexGuard};
 
-pub(crate) use self::command::{command_keys, pipeline_keys, CommandKeys};
+pub(crate) use self::command::{command_keys, is_listed_command, pipeline_keys, CommandKeys};
 use crate::error::{Error, ErrorClass, ErrorKind};
 use crate::fallback::{Bytes, JournalOp, MemoryStore, Reconcile, SetOutcome};
 use crate::router::Role;

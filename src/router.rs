@@ -238,7 +238,10 @@ impl RedisEndpoint {
                 Ok(value)
             }
             Err(e) => {
-                if e.counts_against_breaker() {
+                // With automatic pipelining, a shared connection that broke
+                // counts once, not once per caller on it (see `pool::mux`).
+                let (e, counts) = conn.settle(e);
+                if counts {
                     permit.failure();
                 } else {
                     // An error reply (WRONGTYPE, ...) proves the server is

@@ -156,6 +156,11 @@ pub struct EndpointStats {
     /// cluster has one entry per master, and this is its Prometheus
     /// `endpoint` label (else the role is).
     pub node: Option<String>,
+    /// Requests written on a shared connection (automatic pipelining).
+    pub shared_requests: u64,
+    /// Of those, the ones whose caller waited for another caller to write
+    /// or read for it (every shared connection was busy).
+    pub shared_waits: u64,
 }
 
 impl EndpointStats {

@@ -8,9 +8,12 @@
 //! Every operation is recorded and the whole history is checked afterwards
 //! (`tests/support/history.rs` states the model).
 //!
-//! CI runs about 20 s with a fixed seed. Longer and other runs:
-//! `GUARANTEES_SECONDS` (total workload seconds, split between the two
-//! variants) and `GUARANTEES_SEED`, or `scripts/soak.sh [SECONDS] [SEED]`.
+//! A third variant runs the first with automatic pipelining on.
+//!
+//! CI runs about 30 s with a fixed seed. Longer and other runs:
+//! `GUARANTEES_SECONDS` (each variant runs half of it: the two fallback
+//! variants share it, the pipelining one adds as much again) and
+//! `GUARANTEES_SEED`, or `scripts/soak.sh [SECONDS] [SEED]`.
 
 // Test code: a failed unwrap is a broken test environment.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -33,7 +36,7 @@ const THREADS: usize = 16;
 const KEYS: usize = 32;
 /// Counter keys per thread (only that thread increments them).
 const COUNTERS_PER_THREAD: usize = 2;
-/// Total workload seconds in CI (both variants together).
+/// Workload seconds in CI of the two fallback variants together.
 const DEFAULT_SECONDS: u64 = 20;
 const DEFAULT_SEED: u64 = 0x11_0003;
 
@@ -58,7 +61,8 @@ fn settings() -> (Duration, u64) {
             .expect("GUARANTEES_SEED: a number, decimal or 0x-hex")
         })
         .unwrap_or(DEFAULT_SEED);
-    // Two variants share the time.
+    // The two fallback variants share the time (the pipelining variant
+    // runs as long as each of them).
     (Duration::from_secs(seconds.max(2)) / 2, seed)
 }
 
@@ -357,7 +361,7 @@ fn faults(
 }
 
 /// One variant of the run: servers, client, workload and faults, checks.
-fn run_variant(name: &str, mode: FallbackMode, reconcile: Reconcile) {
+fn run_variant(name: &str, mode: FallbackMode, reconcile: Reconcile, auto_pipeline: bool) {
     let (duration, seed) = settings();
     // Each variant its own schedule and mix, both derived from the seed.
     let seed = seed
@@ -383,6 +387,7 @@ fn run_variant(name: &str, mode: FallbackMode, reconcile: Reconcile) {
         .retry_max_delay(ms(50))
         .failover_cooldown(ms(500))
         .failover_grace(ms(500))
+        .auto_pipeline(auto_pipeline)
         .build()
         .unwrap();
     let bound = call_bound(&config);
@@ -507,7 +512,26 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 #[test]
 fn guarantees_hold_under_faults_on_failure_fallback() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    run_variant("on_failure", FallbackMode::OnFailure, Reconcile::Invalidate);
+    run_variant(
+        "on_failure",
+        FallbackMode::OnFailure,
+        Reconcile::Invalidate,
+        false,
+    );
+}
+
+/// The same with automatic pipelining (issue #12): the 16 threads share
+/// the endpoint's shared connections, requests batched, replies read back
+/// in order, through every fault of the schedule.
+#[test]
+fn guarantees_hold_under_faults_with_auto_pipelining() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    run_variant(
+        "on_failure_auto_pipeline",
+        FallbackMode::OnFailure,
+        Reconcile::Invalidate,
+        true,
+    );
 }
 
 #[test]
@@ -517,6 +541,7 @@ fn guarantees_hold_under_faults_write_through_replay() {
         "write_through",
         FallbackMode::WriteThrough,
         Reconcile::Replay,
+        false,
     );
 }
 

@@ -512,6 +512,8 @@ fn discovers_the_master_with_the_first_sentinel_down_and_learns_the_others() {
 
 /// A client with the default fallback and one with it off (keys prefixed
 /// apart), each with its event log, both already talking to the master.
+/// The second also shares its connections (automatic pipelining), so the
+/// switch is checked through both connection paths.
 fn both_clients(cluster: &SentinelCluster) -> (Client, Arc<EventLog>, Client, Arc<EventLog>) {
     let t0 = Instant::now();
     let log = EventLog::new(t0);
@@ -524,6 +526,7 @@ fn both_clients(cluster: &SentinelCluster) -> (Client, Arc<EventLog>, Client, Ar
         fast(&cluster.url())
             .fallback_mode(FallbackMode::Disabled)
             .key_prefix("off:")
+            .auto_pipeline(true)
             .build()
             .unwrap(),
     )

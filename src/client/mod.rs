@@ -476,6 +476,8 @@ impl Client {
                     master_switches: e.sentinel().map_or(0, |s| s.switches()),
                     connections_retired: ps.closed_retired,
                     node,
+                    shared_requests: ps.shared_requests,
+                    shared_waits: ps.shared_waits,
                 }
             };
             s.endpoints = router

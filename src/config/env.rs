@@ -32,6 +32,10 @@ pub(crate) const VARIABLES: &[(&str, &str)] = &[
     ("CACHE_CHECKOUT_TIMEOUT_MS", "milliseconds; default 2000"),
     ("CACHE_HEALTH_CHECK_INTERVAL", "seconds; default 30"),
     ("CACHE_MAX_CONNECTIONS", "default 20"),
+    (
+        "CACHE_AUTO_PIPELINE",
+        "true/false: concurrent calls share connections; default false",
+    ),
     ("CACHE_MIN_IDLE", "default 0"),
     ("CACHE_IDLE_TIMEOUT", "seconds, 0 = never; default 300"),
     ("CACHE_MAX_LIFETIME", "seconds, 0 = never; default 1800"),
@@ -97,6 +101,9 @@ pub(crate) const VARIABLES: &[(&str, &str)] = &[
 /// crate replaces.
 pub(crate) const DEFAULT_FALLBACK_URL: &str = "redis://localhost:6379/0";
 
+/// Automatic pipelining on or off (see `ConfigBuilder::auto_pipeline`).
+const AUTO_PIPELINE: &str = "CACHE_AUTO_PIPELINE";
+
 const ENV_LABELS: Labels = Labels {
     url: "REDIS_URL",
     fallback_url: "REDIS_FALLBACK_URL",
@@ -147,6 +154,7 @@ impl Config {
     /// | `CACHE_CHECKOUT_TIMEOUT_MS` | ms; default 2000 |
     /// | `CACHE_HEALTH_CHECK_INTERVAL` | s; default 30 |
     /// | `CACHE_MAX_CONNECTIONS` | default 20 |
+    /// | `CACHE_AUTO_PIPELINE` | `true`/`false`: concurrent calls share connections (automatic pipelining); default `false` |
     /// | `CACHE_MIN_IDLE` | default 0 |
     /// | `CACHE_IDLE_TIMEOUT` | s, `0` = never; default 300 |
     /// | `CACHE_MAX_LIFETIME` | s, `0` = never; default 1800 |
@@ -372,6 +380,9 @@ impl Config {
         }
         if let Some(v) = secs(l.open_timeout)? {
             b = b.open_timeout(v);
+        }
+        if let Some(v) = get(AUTO_PIPELINE) {
+            b = b.auto_pipeline(parse_bool(AUTO_PIPELINE, &v)?);
         }
         // Off unless set (other services may read the same keys); `off`
         // says so explicitly, as does an empty value.

@@ -238,6 +238,13 @@ pub(crate) fn command_keys(cmd: &Cmd) -> CommandKeys {
     CommandKeys::Known { keys, read_only }
 }
 
+/// `true` when the key table lists the command named `upper` (upper-case).
+pub(crate) fn is_listed_command(upper: &[u8]) -> bool {
+    TABLE
+        .binary_search_by(|(n, _, _)| n.as_bytes().cmp(upper))
+        .is_ok()
+}
+
 /// The keys of every command in `pipeline` together; read-only only if
 /// every command is.
 pub(crate) fn pipeline_keys(pipeline: &Pipeline) -> CommandKeys {

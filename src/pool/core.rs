@@ -651,6 +651,9 @@ impl<M: Manage> Shared<M> {
             wait_timeouts: get(&c.wait_timeouts),
             health_checks: get(&c.health_checks),
             health_checks_refused: get(&c.health_checks_refused),
+            // Filled in by `Pool::stats` from its shared connections.
+            shared_requests: 0,
+            shared_waits: 0,
         }
     }
 }

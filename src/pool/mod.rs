@@ -40,6 +40,7 @@ use crate::error::{Error, ErrorClass, ErrorKind};
 mod connect;
 pub(crate) mod core;
 mod maintenance;
+mod mux;
 #[cfg(test)]
 mod tests;
 
@@ -48,6 +49,7 @@ pub(crate) use self::connect::is_readonly;
 use self::connect::{breaks_connection, is_readonly_reply, RedisManager};
 use self::core::{Entry, Settings, Shared};
 use self::maintenance::Maintenance;
+use self::mux::{Expect, Lease, Mux, Reply};
 
 /// A bounded pool of connections to one Redis endpoint.
 ///
@@ -74,6 +76,8 @@ pub struct Pool {
     shared: Arc<Shared<RedisManager>>,
     // Held for its Drop: the last handle stops and joins the thread.
     _maintenance: Arc<Maintenance>,
+    /// The shared connections of automatic pipelining, when it is on.
+    mux: Option<Arc<Mux>>,
 }
 
 impl Pool {
@@ -112,9 +116,14 @@ impl Pool {
         let settings = Settings::new(config, &endpoint.redacted);
         let shared = Arc::new(Shared::new(manager, settings, clock));
         let maintenance = Arc::new(Maintenance::start(&shared));
+        let db = endpoint.info.redis_settings().db();
+        let mux = config
+            .auto_pipeline
+            .then(|| Arc::new(Mux::new(shared.clone(), db)));
         Pool {
             shared,
             _maintenance: maintenance,
+            mux,
         }
     }
 
@@ -162,22 +171,27 @@ impl Pool {
     /// checkout timeout, and the connection's read and write timeouts are
     /// lowered to the time then left (see
     /// [`PooledConnection::cap_io_timeout`]).
+    ///
+    /// With automatic pipelining on, a lease of the shared connections
+    /// instead (see `mux`): nothing is checked out until a request is sent.
     pub(crate) fn get_for_call(
         &self,
         deadline: Option<Instant>,
     ) -> Result<PooledConnection, Error> {
-        // The call's first checkout reuses the clock read that started the
-        // call (see `stats::call_timer`).
-        let now = crate::stats::call_timer::checkout_now(&*self.shared.clock);
-        let own = deadline_after(now, self.shared.settings.checkout_timeout);
-        let (entry, reused) =
-            self.shared
-                .checkout_at(now, deadline.map_or(own, |d| d.min(own)), true)?;
-        let mut conn = self.lend(entry, reused);
-        if let Some(deadline) = deadline {
-            conn.cap_io_timeout(deadline.saturating_duration_since(self.shared.clock.now()))?;
+        if let Some(mux) = &self.mux {
+            if deadline.is_some_and(|d| self.shared.clock.now() >= d) {
+                return Err(no_time_left(&self.shared.settings.endpoint));
+            }
+            return Ok(PooledConnection {
+                shared: self.shared.clone(),
+                entry: None,
+                broken: false,
+                reused: false,
+                io_timeout: self.shared.manager.socket_timeout,
+                lease: Some(Box::new(Lease::new(mux.clone(), deadline))),
+            });
         }
-        Ok(conn)
+        lend_for_call(&self.shared, deadline)
     }
 
     /// A connection, waiting until `deadline` at most (an instant of the
@@ -191,19 +205,7 @@ impl Pool {
     }
 
     fn checkout(&self, deadline: Instant, wait: bool) -> Result<PooledConnection, Error> {
-        let (entry, reused) = self.shared.checkout(deadline, wait)?;
-        Ok(self.lend(entry, reused))
-    }
-
-    fn lend(&self, entry: Entry<Connection>, reused: bool) -> PooledConnection {
-        let socket_timeout = self.shared.manager.socket_timeout;
-        PooledConnection {
-            shared: self.shared.clone(),
-            entry: Some(entry),
-            broken: false,
-            reused,
-            io_timeout: socket_timeout,
-        }
+        checkout(&self.shared, deadline, wait)
     }
 
     /// A snapshot of how many connections are idle, in use and connecting.
@@ -213,7 +215,11 @@ impl Pool {
 
     /// Counters since the pool was made.
     pub fn stats(&self) -> PoolStats {
-        self.shared.stats()
+        let mut stats = self.shared.stats();
+        if let Some(mux) = &self.mux {
+            (stats.shared_requests, stats.shared_waits) = mux.counts();
+        }
+        stats
     }
 
     /// Sets the listener told about connections created and closed
@@ -231,6 +237,71 @@ impl Pool {
     pub(crate) fn topology(&self) -> &crate::topology::Topology {
         &self.shared.manager.topology
     }
+}
+
+fn checkout(
+    shared: &Arc<Shared<RedisManager>>,
+    deadline: Instant,
+    wait: bool,
+) -> Result<PooledConnection, Error> {
+    let (entry, reused) = shared.checkout(deadline, wait)?;
+    Ok(own_connection(shared, entry, reused))
+}
+
+fn own_connection(
+    shared: &Arc<Shared<RedisManager>>,
+    entry: Entry<Connection>,
+    reused: bool,
+) -> PooledConnection {
+    PooledConnection {
+        shared: shared.clone(),
+        entry: Some(entry),
+        broken: false,
+        reused,
+        io_timeout: shared.manager.socket_timeout,
+        lease: None,
+    }
+}
+
+/// A connection of the pool's for a shared lane: waits until the earlier
+/// of `deadline` and the checkout timeout; socket timeouts as configured
+/// (the lane lowers the read timeout per reply).
+fn lend(
+    shared: &Arc<Shared<RedisManager>>,
+    deadline: Option<Instant>,
+) -> Result<PooledConnection, Error> {
+    let own = deadline_after(shared.clock.now(), shared.settings.checkout_timeout);
+    checkout(shared, deadline.map_or(own, |d| d.min(own)), true)
+}
+
+/// [`Pool::get_for_call`] without automatic pipelining: a connection of
+/// its own, socket timeouts capped by the time left until `deadline`.
+fn lend_for_call(
+    shared: &Arc<Shared<RedisManager>>,
+    deadline: Option<Instant>,
+) -> Result<PooledConnection, Error> {
+    // The call's first checkout reuses the clock read that started the
+    // call (see `stats::call_timer`).
+    let now = crate::stats::call_timer::checkout_now(&*shared.clock);
+    let own = deadline_after(now, shared.settings.checkout_timeout);
+    let (entry, reused) = shared.checkout_at(now, deadline.map_or(own, |d| d.min(own)), true)?;
+    let mut conn = own_connection(shared, entry, reused);
+    if let Some(deadline) = deadline {
+        conn.cap_io_timeout(deadline.saturating_duration_since(shared.clock.now()))?;
+    }
+    Ok(conn)
+}
+
+/// The error of a call whose deadline passed before anything was sent.
+fn no_time_left(endpoint: &str) -> Error {
+    Error::new(
+        ErrorKind::Timeout,
+        ErrorClass::Transient,
+        format!("no time left for the command to {endpoint}: the call deadline has passed"),
+    )
+    // The caller's time ran out; nothing says the server is unwell.
+    .with_counts_against_breaker(false)
+    .with_may_have_executed(false)
 }
 
 /// `now + timeout`, or the latest instant this platform can represent on
@@ -283,6 +354,10 @@ pub struct PooledConnection {
     /// The read and write timeout now set on the socket: the configured
     /// socket timeout unless [`PooledConnection::cap_io_timeout`] lowered it.
     io_timeout: Duration,
+    /// Automatic pipelining: a lease of the shared connections instead of
+    /// a connection of its own (`entry` is `None`). Only the client's own
+    /// closures get one, and they use it through `ConnectionLike` only.
+    lease: Option<Box<Lease>>,
 }
 
 /// How far a pipeline's reply reads may overrun its I/O budget: the read
@@ -304,6 +379,9 @@ impl PooledConnection {
     /// Call it after an error seen through [`PooledConnection::raw_mut`].
     pub fn mark_broken(&mut self) {
         self.broken = true;
+        if let Some(lease) = &mut self.lease {
+            lease.mark_broken();
+        }
     }
 
     /// `true` once an error has marked this connection for closing.
@@ -314,15 +392,21 @@ impl PooledConnection {
     /// The generation of the endpoint's topology it was dialled in (see
     /// `topology`).
     pub(crate) fn generation(&self) -> u64 {
-        self.entry.as_ref().map_or(0, |e| e.generation)
+        match &self.lease {
+            Some(lease) => lease.generation(),
+            None => self.entry.as_ref().map_or(0, |e| e.generation),
+        }
     }
 
     /// `false` once the endpoint's server changed since this connection
     /// was made (a sentinel master switch): nothing more may be sent on it.
     pub(crate) fn is_current(&self) -> bool {
-        self.entry
-            .as_ref()
-            .is_some_and(|entry| !self.shared.is_retired(entry))
+        // A lease checks each shared connection before it writes on it.
+        self.lease.is_some()
+            || self
+                .entry
+                .as_ref()
+                .is_some_and(|entry| !self.shared.is_retired(entry))
     }
 
     /// `false` when this connection was made for this checkout, `true` when
@@ -348,17 +432,11 @@ impl PooledConnection {
             return Ok(());
         }
         if max.is_zero() {
-            return Err(Error::new(
-                ErrorKind::Timeout,
-                ErrorClass::Transient,
-                format!(
-                    "no time left for the command to {}: the call deadline has passed",
-                    self.shared.settings.endpoint
-                ),
-            )
-            // The caller's time ran out; nothing says the server is unwell.
-            .with_counts_against_breaker(false)
-            .with_may_have_executed(false));
+            return Err(no_time_left(&self.shared.settings.endpoint));
+        }
+        if self.lease.is_some() {
+            // The lease bounds each request by its call deadline.
+            return Ok(());
         }
         let conn = &self.conn_mut().conn;
         let set = conn
@@ -442,6 +520,20 @@ impl PooledConnection {
         Ok((values, queued_error))
     }
 
+    /// The error an attempt reports for its closure's `e`, and whether the
+    /// breaker counts it: `e` itself, except through a lease whose last
+    /// request was never sent (the pool's own error then) or failed with a
+    /// shared connection another caller's failure already counts.
+    pub(crate) fn settle(&mut self, e: Error) -> (Error, bool) {
+        match &mut self.lease {
+            Some(lease) => lease.settle(e),
+            None => {
+                let counts = e.counts_against_breaker();
+                (e, counts)
+            }
+        }
+    }
+
     /// A `READONLY` reply: the server is a replica now, so the master
     /// moved. This connection is never lent again, and the topology asks
     /// where the master is.
@@ -485,6 +577,14 @@ impl PooledConnection {
     }
 }
 
+/// A reply of the other shape than the request asked for (not expected).
+fn mux_mismatch() -> RedisError {
+    RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        "a shared connection answered a request with the wrong kind of reply",
+    ))
+}
+
 impl Deref for PooledConnection {
     type Target = Connection;
 
@@ -498,6 +598,12 @@ impl Deref for PooledConnection {
 
 impl ConnectionLike for PooledConnection {
     fn req_packed_command(&mut self, cmd: &[u8]) -> RedisResult<Value> {
+        if let Some(lease) = &mut self.lease {
+            return match lease.request(cmd, Expect::One)? {
+                Reply::One(value) => Ok(value),
+                Reply::Pipeline(..) => Err(mux_mismatch()),
+            };
+        }
         self.check_current()?;
         let result = self.raw_mut().req_packed_command(cmd);
         // Error replies come back as values (`query` makes them errors).
@@ -516,6 +622,13 @@ impl ConnectionLike for PooledConnection {
         offset: usize,
         count: usize,
     ) -> RedisResult<Vec<Value>> {
+        if let Some(lease) = &mut self.lease {
+            return match lease.request(cmd, Expect::Pipeline { offset, count })? {
+                Reply::Pipeline(_, Some(queued)) => Err(RedisError::from(queued)),
+                Reply::Pipeline(values, None) => Ok(values),
+                Reply::One(_) => Err(mux_mismatch()),
+            };
+        }
         self.check_current()?;
         match self.pipelined(cmd, offset, count) {
             Ok((values, queued))
@@ -543,10 +656,17 @@ impl ConnectionLike for PooledConnection {
     }
 
     fn get_db(&self) -> i64 {
-        self.deref().get_db()
+        match &self.lease {
+            Some(lease) => lease.db(),
+            None => self.deref().get_db(),
+        }
     }
 
     fn check_connection(&mut self) -> bool {
+        if self.lease.is_some() {
+            let ping = redis::cmd("PING").get_packed_command();
+            return self.req_packed_command(&ping).is_ok();
+        }
         let ok = self.raw_mut().check_connection();
         if !ok {
             self.broken = true;
@@ -555,7 +675,7 @@ impl ConnectionLike for PooledConnection {
     }
 
     fn is_open(&self) -> bool {
-        !self.broken && self.deref().is_open()
+        !self.broken && (self.lease.is_some() || self.deref().is_open())
     }
 }
 
@@ -644,6 +764,12 @@ pub struct PoolStats {
     /// Of those, the ones the server answered with an error reply (it is
     /// reachable but refuses: over quota, loading, ...).
     pub health_checks_refused: u64,
+    /// Requests written on a shared connection (automatic pipelining; see
+    /// [`ConfigBuilder::auto_pipeline`](crate::ConfigBuilder::auto_pipeline)).
+    pub shared_requests: u64,
+    /// Of those, the ones whose caller found every shared connection busy
+    /// and waited for another caller to write or read for it.
+    pub shared_waits: u64,
 }
 
 impl PoolStats {

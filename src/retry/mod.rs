@@ -17,6 +17,7 @@ use crate::jitter::Jitter;
 
 pub use budget::RetryBudget;
 pub use idempotency::{is_idempotent, is_pipeline_idempotent, Idempotency};
+pub(crate) use idempotency::{IDEMPOTENT_WRITES, READ_ONLY};
 pub use policy::RetryPolicy;
 
 /// What one attempt of a call is told by [`Retrier::run`].

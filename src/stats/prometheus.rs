@@ -175,7 +175,7 @@ pub(super) fn render(s: &Stats) -> String {
             }
         }
         type Field = fn(&EndpointStats) -> u64;
-        let per_endpoint: [(&str, &str, &str, Field); 11] = [
+        let per_endpoint: [(&str, &str, &str, Field); 13] = [
             (
                 "circuit_opens_total",
                 c,
@@ -241,6 +241,18 @@ pub(super) fn render(s: &Stats) -> String {
                 c,
                 "Times the sentinels named a new master (redis+sentinel:// endpoints).",
                 |e| e.master_switches,
+            ),
+            (
+                "shared_requests_total",
+                c,
+                "Requests written on a shared connection (automatic pipelining), per endpoint.",
+                |e| e.shared_requests,
+            ),
+            (
+                "shared_waits_total",
+                c,
+                "Shared requests whose caller waited for another caller to write or read them, per endpoint.",
+                |e| e.shared_waits,
             ),
         ];
         for (name, kind, help, field) in per_endpoint {
@@ -470,6 +482,8 @@ pub(crate) mod tests {
             master_switches: 0,
             node: None,
             connections_retired: 0,
+            shared_requests: 0,
+            shared_waits: 0,
         }
     }
 

@@ -44,6 +44,14 @@ struct State {
     /// Answers `CLUSTER SLOTS` with every slot on this port, and `CLUSTER
     /// SHARDS` as Redis 6 does (unknown subcommand).
     cluster_port: Option<u16>,
+    /// Replies written in random pieces with random pauses (seeded).
+    chop: Option<u64>,
+    /// `GET` of a key with this prefix holds the replies for this long.
+    slow: Option<(Vec<u8>, Duration)>,
+    /// Connections served so far (seeds each one's chopping).
+    connections: u64,
+    /// Most commands read from one `read` on any connection.
+    max_batch: usize,
     total: usize,
     by_name: HashMap<String, usize>,
     workers: Vec<JoinHandle<()>>,
@@ -105,6 +113,27 @@ impl FakeRedis {
         lock(&self.shared.state).cluster_port = Some(self.port);
     }
 
+    /// Writes every reply from now on in random pieces (1 to 16 bytes),
+    /// pausing up to 200 µs after some of them, from a generator seeded
+    /// with `seed` (and the connection's number): replies split at random
+    /// byte boundaries, arriving at random times. `None` writes them whole.
+    pub fn chop_replies(&self, seed: Option<u64>) {
+        lock(&self.shared.state).chop = seed;
+    }
+
+    /// A `GET` of a key starting with `prefix` holds its reply, and every
+    /// reply after it on that connection, for `delay` (a slow command, as
+    /// a real server's single thread would serve it).
+    pub fn slow_gets(&self, prefix: &str, delay: Duration) {
+        lock(&self.shared.state).slow = Some((prefix.as_bytes().to_vec(), delay));
+    }
+
+    /// The most commands that arrived in one read on one connection: above
+    /// one, a client pipelined.
+    pub fn max_batch(&self) -> usize {
+        lock(&self.shared.state).max_batch
+    }
+
     /// Commands received so far, setup included.
     pub fn commands_received(&self) -> usize {
         lock(&self.shared.state).total
@@ -155,11 +184,47 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
     }
 }
 
+/// xorshift64*: the chopping's generator.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+/// Writes `out` whole, or in random pieces with random pauses.
+fn write_out(stream: &mut TcpStream, out: &[u8], rng: &mut Option<Rng>) -> std::io::Result<()> {
+    let Some(rng) = rng else {
+        return stream.write_all(out);
+    };
+    let mut rest = out;
+    while !rest.is_empty() {
+        let n = (1 + (rng.next() % 16) as usize).min(rest.len());
+        stream.write_all(&rest[..n])?;
+        rest = &rest[n..];
+        if rng.next() % 4 == 0 {
+            thread::sleep(Duration::from_micros(rng.next() % 200));
+        }
+    }
+    Ok(())
+}
+
 fn serve(mut stream: TcpStream, shared: &Shared) {
     let _ = stream.set_nonblocking(false);
+    let _ = stream.set_nodelay(true);
     let _ = stream.set_read_timeout(Some(Duration::from_millis(10)));
+    let number = {
+        let mut state = lock(&shared.state);
+        state.connections += 1;
+        state.connections
+    };
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
+    let mut rng: Option<Rng> = None;
     while !shared.shutdown.load(SeqCst) {
         match stream.read(&mut chunk) {
             Ok(0) => return,
@@ -167,12 +232,36 @@ fn serve(mut stream: TcpStream, shared: &Shared) {
             Err(e) if matches!(e.kind(), IoKind::WouldBlock | IoKind::TimedOut) => continue,
             Err(_) => return,
         }
+        let (chop, slow) = {
+            let state = lock(&shared.state);
+            (state.chop, state.slow.clone())
+        };
+        match (chop, &rng) {
+            (None, _) => rng = None,
+            (Some(seed), None) => {
+                rng = Some(Rng((seed ^ number.wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1));
+            }
+            (Some(_), Some(_)) => {}
+        }
         let mut out = Vec::new();
+        let mut batch = 0;
         loop {
             match parse_command(&buf) {
                 Parsed::Complete(args, used) => {
                     buf.drain(..used);
                     if !args.is_empty() {
+                        batch += 1;
+                        let is_slow = slow.as_ref().is_some_and(|(prefix, _)| {
+                            args[0].eq_ignore_ascii_case(b"GET")
+                                && args.get(1).is_some_and(|k| k.starts_with(prefix))
+                        });
+                        if let (true, Some((_, delay))) = (is_slow, &slow) {
+                            if write_out(&mut stream, &out, &mut rng).is_err() {
+                                return;
+                            }
+                            out.clear();
+                            thread::sleep(*delay);
+                        }
                         out.extend(answer(&args, shared));
                     }
                 }
@@ -183,7 +272,11 @@ fn serve(mut stream: TcpStream, shared: &Shared) {
                 }
             }
         }
-        if stream.write_all(&out).is_err() {
+        {
+            let mut state = lock(&shared.state);
+            state.max_batch = state.max_batch.max(batch);
+        }
+        if write_out(&mut stream, &out, &mut rng).is_err() {
             return;
         }
     }

@@ -50,10 +50,10 @@ pub enum Mode {
     /// `AUTH`, `SELECT`, `CLIENT ...`) still passes, so connecting works.
     /// Requests are parsed as RESP arrays, so a pipelined chunk gets one
     /// error per command and a command split across reads is answered once.
-    /// Replies are written by the request pump: this relies on the client
-    /// waiting for a reply before it sends more on the same connection
-    /// (true for the crate's pool, which never multiplexes), so a reply of
-    /// a forwarded command cannot be overtaken.
+    /// Replies are written by the request pump once every command
+    /// forwarded earlier on the connection has been answered, so a reply
+    /// of a forwarded command is never overtaken (a client that pipelines,
+    /// as automatic pipelining does, has several in flight).
     QuotaExceeded,
 }
 
@@ -93,6 +93,12 @@ struct Conn {
     closed: AtomicBool,
     /// A request was forwarded that must not get its reply.
     cut: AtomicBool,
+    /// Commands forwarded to the server, and replies read back from it
+    /// (relayed or dropped): `QuotaExceeded` answers only once they match,
+    /// so its replies never overtake a forwarded command's on a client
+    /// that pipelines.
+    forwarded: AtomicUsize,
+    answered: AtomicUsize,
     // Declared last so it drops after the sockets closed: `open` then only
     // counts connections whose sockets are still open.
     _open: OpenGuard,
@@ -367,6 +373,8 @@ fn start_connection(shared: &Arc<Shared>, client: TcpStream) {
         upstream,
         closed: AtomicBool::new(false),
         cut: AtomicBool::new(false),
+        forwarded: AtomicUsize::new(0),
+        answered: AtomicUsize::new(0),
         _open: OpenGuard(Arc::clone(shared)),
     });
     lock(&shared.conns).push(Arc::downgrade(&conn));
@@ -417,23 +425,24 @@ fn pump_requests(shared: &Shared, conn: &Conn) {
     let mut buf = vec![0u8; 64 * 1024];
     // Bytes of an incomplete command held back in `QuotaExceeded` mode.
     let mut pending: Vec<u8> = Vec::new();
+    // Forwarded bytes not counted as whole commands yet.
+    let mut scan: Vec<u8> = Vec::new();
     while let Some(n) = read_chunk(shared, conn, &conn.client, &mut buf) {
         let chunk = &buf[..n];
         let (mode, _) = shared.mode();
         if mode == Mode::QuotaExceeded {
-            if !answer_quota_exceeded(conn, &mut pending, chunk) {
+            if !answer_quota_exceeded(shared, conn, &mut pending, &mut scan, chunk) {
                 return conn.close(false);
             }
             continue;
         }
         if !pending.is_empty() {
             // The quota mode ended mid-command: the server gets it whole.
-            if (&conn.upstream)
-                .write_all(&std::mem::take(&mut pending))
-                .is_err()
-            {
+            let whole = std::mem::take(&mut pending);
+            if (&conn.upstream).write_all(&whole).is_err() {
                 return conn.close(false);
             }
+            count_forwarded(conn, &mut scan, &whole);
         }
         match mode {
             Mode::Reset => return conn.close(true),
@@ -454,6 +463,90 @@ fn pump_requests(shared: &Shared, conn: &Conn) {
         if (&conn.upstream).write_all(chunk).is_err() {
             return conn.close(false);
         }
+        count_forwarded(conn, &mut scan, chunk);
+    }
+}
+
+/// Counts the whole commands among the bytes forwarded so far.
+fn count_forwarded(conn: &Conn, scan: &mut Vec<u8>, bytes: &[u8]) {
+    scan.extend_from_slice(bytes);
+    let mut used = 0;
+    loop {
+        match parse_request(&scan[used..]) {
+            Request::Complete { len, .. } => {
+                used += len;
+                conn.forwarded.fetch_add(1, SeqCst);
+            }
+            Request::Incomplete => break,
+            Request::Malformed => {
+                // An inline command: not counted (the crate never sends one).
+                used = scan.len();
+                break;
+            }
+        }
+    }
+    scan.drain(..used);
+}
+
+/// Counts the whole replies among the bytes read from the server so far.
+fn count_answered(conn: &Conn, scan: &mut Vec<u8>, bytes: &[u8]) {
+    scan.extend_from_slice(bytes);
+    let mut used = 0;
+    loop {
+        match reply_end(scan, used) {
+            Ok(Some(end)) => {
+                used = end;
+                conn.answered.fetch_add(1, SeqCst);
+            }
+            Ok(None) => break,
+            Err(()) => {
+                used = scan.len();
+                break;
+            }
+        }
+    }
+    scan.drain(..used);
+}
+
+/// Where the RESP2/RESP3 reply starting at `at` ends; `Ok(None)` when
+/// more bytes are needed.
+fn reply_end(buf: &[u8], at: usize) -> Result<Option<usize>, ()> {
+    let Some(&tag) = buf.get(at) else {
+        return Ok(None);
+    };
+    let Some(eol) = buf[at..].windows(2).position(|w| w == b"\r\n") else {
+        return Ok(None);
+    };
+    let line = std::str::from_utf8(&buf[at + 1..at + eol]).map_err(|_| ())?;
+    let next = at + eol + 2;
+    let count = || line.parse::<i64>().map_err(|_| ());
+    match tag {
+        b'+' | b'-' | b':' | b'_' | b',' | b'#' | b'(' => Ok(Some(next)),
+        b'$' | b'=' | b'!' => {
+            let n = count()?;
+            if n < 0 {
+                return Ok(Some(next));
+            }
+            let end = next + n as usize + 2;
+            Ok((buf.len() >= end).then_some(end))
+        }
+        b'*' | b'~' | b'>' | b'%' | b'|' => {
+            let n = count()?;
+            let items = if matches!(tag, b'%' | b'|') { n * 2 } else { n };
+            let mut pos = next;
+            for _ in 0..items.max(0) {
+                match reply_end(buf, pos)? {
+                    Some(end) => pos = end,
+                    None => return Ok(None),
+                }
+            }
+            if tag == b'|' {
+                // An attribute precedes the reply it annotates.
+                return reply_end(buf, pos);
+            }
+            Ok(Some(pos))
+        }
+        _ => Err(()),
     }
 }
 
@@ -462,7 +555,13 @@ fn pump_requests(shared: &Shared, conn: &Conn) {
 /// an incomplete command waits in `pending`. Bytes that do not start a RESP
 /// array (an inline command, or the tail of a command forwarded before the
 /// mode changed) are forwarded as they are. `false` when a socket failed.
-fn answer_quota_exceeded(conn: &Conn, pending: &mut Vec<u8>, chunk: &[u8]) -> bool {
+fn answer_quota_exceeded(
+    shared: &Shared,
+    conn: &Conn,
+    pending: &mut Vec<u8>,
+    scan: &mut Vec<u8>,
+    chunk: &[u8],
+) -> bool {
     if pending.is_empty() && chunk.first() != Some(&b'*') {
         return (&conn.upstream).write_all(chunk).is_ok();
     }
@@ -493,7 +592,20 @@ fn answer_quota_exceeded(conn: &Conn, pending: &mut Vec<u8>, chunk: &[u8]) -> bo
         )
     });
     if setup_only {
-        return (&conn.upstream).write_all(&batch).is_ok();
+        let sent = (&conn.upstream).write_all(&batch).is_ok();
+        count_forwarded(conn, scan, &batch);
+        return sent;
+    }
+    // Commands forwarded earlier on this connection are answered first
+    // (a client that pipelines has them in flight): wait for their replies
+    // (a server that never answers is given up on after a while).
+    let until = Instant::now() + Duration::from_secs(2);
+    while conn.answered.load(SeqCst) < conn.forwarded.load(SeqCst)
+        && Instant::now() < until
+        && !shared.stopping()
+        && !conn.is_closed()
+    {
+        thread::sleep(Duration::from_millis(1));
     }
     let replies = QUOTA_REPLY.repeat(names.len());
     (&conn.client).write_all(&replies).is_ok()
@@ -569,7 +681,10 @@ fn pump_replies(shared: &Shared, conn: &Conn) {
     let mut buf = vec![0u8; 64 * 1024];
     // Bytes forwarded under the current CloseAfterBytes mode generation.
     let mut counted: (u64, usize) = (0, 0);
+    // Reply bytes not counted as whole replies yet.
+    let mut scan: Vec<u8> = Vec::new();
     while let Some(n) = read_chunk(shared, conn, &conn.upstream, &mut buf) {
+        count_answered(conn, &mut scan, &buf[..n]);
         if conn.cut.load(SeqCst) {
             // The server has answered, so the command ran: drop the reply.
             return conn.close(false);

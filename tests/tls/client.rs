@@ -281,3 +281,46 @@ fn client_handshake_reset_counts_against_the_breaker() {
     healthy.set("k", "redis").unwrap();
     assert_eq!(healthy.stats().fallback_writes, 0);
 }
+
+/// Automatic pipelining over `rediss://`: eight threads share the two TLS
+/// connections (their requests batched, every reply to its own caller),
+/// and nothing but TLS goes over the wire.
+#[test]
+fn auto_pipelining_shares_tls_connections() {
+    let certs = Certs::new("autopipe");
+    let server = tls_server(&certs, false);
+    let relay = Relay::start(server.port());
+    let url = format!("rediss://localhost:{}", relay.port);
+    let client = std::sync::Arc::new(
+        Client::new(
+            fast(&url)
+                .tls_ca_file(certs.path("ca.pem"))
+                .auto_pipeline(true)
+                .fallback_mode(FallbackMode::Disabled)
+                .build()
+                .unwrap(),
+        )
+        .unwrap(),
+    );
+    let workers: Vec<_> = (0..8)
+        .map(|t| {
+            let client = client.clone();
+            thread::spawn(move || {
+                for i in 0..200 {
+                    let key = format!("tls:{t}");
+                    client.set(&key, format!("{t}:{i}")).unwrap();
+                    let v: Option<String> = client.get(&key).unwrap();
+                    assert_eq!(v, Some(format!("{t}:{i}")));
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let stats = client.stats();
+    let primary = &stats.endpoints[0];
+    assert!(primary.shared_requests >= 8 * 400, "{primary:?}");
+    assert!(primary.connections_created <= 2, "{primary:?}");
+    assert!(relay.first_bytes().iter().all(|&b| b == 0x16));
+}
