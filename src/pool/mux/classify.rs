@@ -170,6 +170,13 @@ mod tests {
             &["AUTH", "pw"],
             &["HELLO", "3"],
             &["MONITOR"],
+            // Cluster: `ASKING` covers the next command on its connection
+            // and `READONLY` lets the connection read a replica's slots;
+            // shared, they would apply to another caller's command (a read
+            // served by an importing node that lacks the key).
+            &["ASKING"],
+            &["READONLY"],
+            &["READWRITE"],
             &["DEBUG", "SLEEP", "1"],
             &["NOT-A-COMMAND"],
             &["A-COMMAND-NAME-LONGER-THAN-ANY-IN-THE-TABLES"],
