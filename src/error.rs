@@ -133,12 +133,35 @@ pub struct Error {
 struct Inner {
     kind: ErrorKind,
     class: ErrorClass,
-    message: String,
+    message: Message,
     counts_against_breaker: bool,
     may_have_executed: bool,
     rate_limit: Option<RateLimit>,
     retry_after: Option<Duration>,
     source: Option<Box<dyn StdError + Send + Sync + 'static>>,
+}
+
+/// An error's message: text, or a breaker's refusal formatted only when
+/// shown (every call refused while a circuit is open builds an error, and
+/// most are then served from memory without anyone reading it).
+enum Message {
+    Text(String),
+    Rejected(crate::breaker::Rejected),
+}
+
+impl fmt::Display for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Message::Text(text) => f.write_str(text),
+            Message::Rejected(r) => fmt::Display::fmt(r, f),
+        }
+    }
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.to_string(), f)
+    }
 }
 
 /// Longest server reply text kept in an error message. Redis echoes the
@@ -153,7 +176,7 @@ impl Error {
             inner: Box::new(Inner {
                 kind,
                 class,
-                message: message.into(),
+                message: Message::Text(message.into()),
                 counts_against_breaker: class == ErrorClass::Transient,
                 may_have_executed: false,
                 rate_limit: None,
@@ -161,6 +184,20 @@ impl Error {
                 source: None,
             }),
         }
+    }
+
+    /// A transient [`ErrorKind::CircuitOpen`] error for a call the breaker
+    /// refused: it does not count against the breaker, certainly did not
+    /// execute, and carries [`Rejected::retry_after`](crate::breaker::Rejected::retry_after).
+    /// No allocation but the error's own: the message is formatted when
+    /// shown.
+    pub(crate) fn rejected(r: crate::breaker::Rejected) -> Self {
+        let mut e = Error::new(ErrorKind::CircuitOpen, ErrorClass::Transient, String::new())
+            .with_counts_against_breaker(false)
+            .with_may_have_executed(false)
+            .with_retry_after(r.retry_after);
+        e.inner.message = Message::Rejected(r);
+        e
     }
 
     /// A configuration error. `message` must name the field or variable and
@@ -199,7 +236,7 @@ impl Error {
     /// Prefixes the message with where the failure happened
     /// (`"connecting to redis://h:6379"`). `context` must not contain secrets.
     pub(crate) fn context(mut self, context: impl fmt::Display) -> Self {
-        self.inner.message = format!("{context}: {}", self.inner.message);
+        self.inner.message = Message::Text(format!("{context}: {}", self.inner.message));
         self
     }
 
@@ -283,7 +320,7 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.inner.message)
+        fmt::Display::fmt(&self.inner.message, f)
     }
 }
 

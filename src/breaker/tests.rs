@@ -297,7 +297,15 @@ fn rejection_converts_to_non_counting_circuit_open_error() {
     assert!(!e.counts_against_breaker());
     assert!(!e.may_have_executed());
     assert_eq!(e.retry_after(), Some(secs(10)));
-    assert!(e.to_string().contains("open"), "{e}");
+    // Formatted only when shown, the same text as before.
+    assert_eq!(e.to_string(), "circuit breaker is open (retry after 10000 ms)");
+    assert!(format!("{e:?}").contains("retry after 10000 ms"), "{e:?}");
+    let e = e.context("after 3 attempts");
+    assert_eq!(
+        e.to_string(),
+        "after 3 attempts: circuit breaker is open (retry after 10000 ms)"
+    );
+    assert_eq!(e.kind(), ErrorKind::CircuitOpen);
 }
 
 #[derive(Default)]

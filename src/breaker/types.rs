@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::{Error, ErrorClass, ErrorKind};
+use crate::Error;
 
 /// Where a breaker stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -62,7 +62,7 @@ impl Verdict {
 
 /// A call refused by the breaker, without touching the network.
 ///
-/// Converts into an [`Error`] of kind [`ErrorKind::CircuitOpen`].
+/// Converts into an [`Error`] of kind [`ErrorKind::CircuitOpen`](crate::ErrorKind::CircuitOpen).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rejected {
     pub(crate) state: BreakerState,
@@ -96,18 +96,11 @@ impl fmt::Display for Rejected {
 impl std::error::Error for Rejected {}
 
 impl From<Rejected> for Error {
-    /// A transient [`ErrorKind::CircuitOpen`] error that does not count
+    /// A transient [`ErrorKind::CircuitOpen`](crate::ErrorKind::CircuitOpen) error that does not count
     /// against the breaker, certainly did not execute, and carries
     /// [`Rejected::retry_after`].
     fn from(r: Rejected) -> Self {
-        // Every call refused while open builds one of these: size the
-        // message once instead of growing it three times.
-        let mut message = String::with_capacity(64);
-        let _ = fmt::Write::write_fmt(&mut message, format_args!("{r}"));
-        Error::new(ErrorKind::CircuitOpen, ErrorClass::Transient, message)
-            .with_counts_against_breaker(false)
-            .with_may_have_executed(false)
-            .with_retry_after(r.retry_after)
+        Error::rejected(r)
     }
 }
 
