@@ -7,8 +7,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::breaker::Transition;
+use crate::breaker::{BreakerListener, Transition};
 use crate::error::{ErrorKind, RateLimit};
+use crate::pool::{CloseReason, PoolListener};
+use crate::router::Role;
+use crate::topology::{MasterSwitch, TopologyListener};
 
 /// Something the client did or noticed. `#[non_exhaustive]`: match with a
 /// `_` arm.
@@ -19,6 +22,9 @@ pub enum Event {
     BreakerTransition {
         /// `"primary"` or `"secondary"`.
         endpoint: &'static str,
+        /// For a `redis+cluster://` endpoint, `host:port` of the master
+        /// whose breaker it is (each master has its own); `None` otherwise.
+        node: Option<String>,
         /// From, to, why and when.
         transition: Transition,
     },
@@ -133,6 +139,75 @@ pub trait EventListener: Send + Sync {
     /// Called once per event, outside the crate's locks.
     fn on_event(&self, event: &Event) {
         let _ = event;
+    }
+}
+
+/// Forwards an endpoint's breaker, pool and topology notifications to the
+/// client's listeners, as [`Event`]s.
+pub(crate) struct Bridge {
+    pub(crate) role: Role,
+    pub(crate) listeners: Arc<Listeners>,
+    /// `host:port` of a cluster node (its breaker's events name it).
+    pub(crate) node: Option<String>,
+}
+
+impl Bridge {
+    /// The same, for the endpoint of cluster node `node`.
+    pub(crate) fn for_node(&self, node: String) -> Bridge {
+        Bridge {
+            role: self.role,
+            listeners: self.listeners.clone(),
+            node: Some(node),
+        }
+    }
+}
+
+impl BreakerListener for Bridge {
+    fn on_transition(&self, transition: &Transition) {
+        self.listeners.emit(Event::BreakerTransition {
+            endpoint: self.role.as_str(),
+            node: self.node.clone(),
+            transition: transition.clone(),
+        });
+    }
+}
+
+impl PoolListener for Bridge {
+    fn connection_closed(&self, _endpoint: &str, _id: u64, reason: CloseReason) {
+        if reason != CloseReason::PoolDropped {
+            self.listeners.emit(Event::ConnectionReplaced {
+                endpoint: self.role.as_str(),
+                reason: reason.as_str(),
+            });
+        }
+    }
+}
+
+impl TopologyListener for Bridge {
+    fn master_switched(&self, switch: &MasterSwitch) {
+        // One INFO line per switch (addresses only, never a secret).
+        log::info!(
+            "the {} redis master moved from {} to {} (named by sentinel {}; {} ms after the first trouble this client saw; {} keys written there lately are invalidated on the new master)",
+            self.role.as_str(),
+            switch.from,
+            switch.to,
+            switch.sentinel,
+            switch.took.as_millis(),
+            switch.distrusted
+        );
+        if switch.untracked {
+            log::warn!(
+                "more keys were written to the old {} redis master just before the switch than could be noted: reads of some may return values older than those writes",
+                self.role.as_str()
+            );
+        }
+        self.listeners.emit(Event::MasterSwitched {
+            endpoint: self.role.as_str(),
+            from: switch.from.clone(),
+            to: switch.to.clone(),
+            sentinel: switch.sentinel.clone(),
+            took: switch.took,
+        });
     }
 }
 

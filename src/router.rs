@@ -17,14 +17,15 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::breaker::{BreakerConfig, BreakerListener, BreakerState, CircuitBreaker};
+use crate::breaker::{BreakerConfig, BreakerState, CircuitBreaker};
 use crate::clock::SharedClock;
 use crate::config::{Config, Endpoint};
 use crate::error::{Error, ErrorClass, ErrorKind, RateLimit};
+use crate::events::Bridge;
 use crate::events::FailoverReason;
-use crate::pool::{Pool, PoolListener, PooledConnection};
-use crate::topology::cluster::{ClusterTopology, Hooks, Route};
-use crate::topology::{SentinelTopology, TopologyListener, Watcher};
+use crate::pool::{Pool, PooledConnection};
+use crate::topology::cluster::{ClusterTopology, Route};
+use crate::topology::{SentinelTopology, Watcher};
 
 /// Which configured server an endpoint is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,22 +73,15 @@ impl RedisEndpoint {
         endpoint: &Endpoint,
         config: &Config,
         clock: &SharedClock,
-        breaker_listener: Arc<dyn BreakerListener>,
-        pool_listener: Arc<dyn PoolListener>,
-        topology_listener: Arc<dyn TopologyListener>,
+        bridge: Arc<Bridge>,
     ) -> RedisEndpoint {
         let cluster = endpoint.cluster.as_ref().map(|spec| {
-            let hooks = Hooks {
-                breaker: breaker_listener.clone(),
-                pool: pool_listener.clone(),
-                topology: topology_listener.clone(),
-            };
-            ClusterTopology::new(role, &spec.seeds, endpoint, config, clock, hooks)
+            ClusterTopology::new(role, &spec.seeds, endpoint, config, clock, bridge.clone())
         });
         let breaker = CircuitBreaker::new(BreakerConfig::from(config), clock.clone())
             .with_name(format!("{} {}", role.as_str(), endpoint.redacted))
             .with_endpoint(role.as_str())
-            .with_listener(breaker_listener);
+            .with_listener(bridge.clone());
         let pool = if cluster.is_some() {
             // Never lent (the nodes' pools are): no connection kept warm.
             let mut idle = config.clone();
@@ -96,9 +90,9 @@ impl RedisEndpoint {
         } else {
             Pool::for_endpoint(endpoint.clone(), config, clock.clone())
         };
-        pool.set_listener(pool_listener);
+        pool.set_listener(bridge.clone());
         let watcher = pool.topology().sentinel().map(|s| {
-            s.set_listener(topology_listener);
+            s.set_listener(bridge);
             Watcher::start(s)
         });
         RedisEndpoint {

@@ -510,6 +510,29 @@ fn key_on(cluster: &RedisCluster, owner: usize, prefix: &str) -> String {
         .unwrap()
 }
 
+/// The node named by each breaker transition to open.
+#[derive(Default)]
+struct OpenedBreakers(std::sync::Mutex<Vec<Option<String>>>);
+
+impl resilient_redis::EventListener for OpenedBreakers {
+    fn on_event(&self, event: &resilient_redis::Event) {
+        if let resilient_redis::Event::BreakerTransition {
+            node, transition, ..
+        } = event
+        {
+            if transition.to == resilient_redis::BreakerState::Open {
+                self.0.lock().unwrap().push(node.clone());
+            }
+        }
+    }
+}
+
+impl OpenedBreakers {
+    fn nodes(&self) -> Vec<Option<String>> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
 #[test]
 fn a_master_killed_under_load_then_the_whole_cluster_down() {
     let mut cluster = RedisCluster::start(3);
@@ -519,7 +542,11 @@ fn a_master_killed_under_load_then_the_whole_cluster_down() {
         .build()
         .unwrap();
     let bound = config.call_bound();
-    let client = Client::new(config).unwrap();
+    let opened = Arc::new(OpenedBreakers::default());
+    let client = Client::builder(config)
+        .listener(opened.clone())
+        .build()
+        .unwrap();
     let t0 = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let c = client.clone();
@@ -590,6 +617,9 @@ fn a_master_killed_under_load_then_the_whole_cluster_down() {
     // successor (its replica may not have received it), once.
     let gone = logged(&format!("master {victim_addr} is gone"));
     assert_eq!(gone.len(), 1, "{gone:?}");
+    // The breaker that opened is the dead master's, and its event says so.
+    let nodes = opened.nodes();
+    assert!(nodes.contains(&Some(victim_addr.clone())), "{nodes:?}");
 
     // Now every node: calls are served from memory, each within its bound.
     let down_at = t0.elapsed();

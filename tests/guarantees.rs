@@ -132,6 +132,7 @@ impl EventListener for EventLog {
             Event::BreakerTransition {
                 endpoint,
                 transition,
+                ..
             } => Note::new(
                 at,
                 "breaker_transition",

@@ -298,7 +298,10 @@ fn rejection_converts_to_non_counting_circuit_open_error() {
     assert!(!e.may_have_executed());
     assert_eq!(e.retry_after(), Some(secs(10)));
     // Formatted only when shown, the same text as before.
-    assert_eq!(e.to_string(), "circuit breaker is open (retry after 10000 ms)");
+    assert_eq!(
+        e.to_string(),
+        "circuit breaker is open (retry after 10000 ms)"
+    );
     assert!(format!("{e:?}").contains("retry after 10000 ms"), "{e:?}");
     let e = e.context("after 3 attempts");
     assert_eq!(

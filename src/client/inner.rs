@@ -10,7 +10,6 @@ use redis::RedisResult;
 
 use super::outage::{Change, Outage};
 use super::single_flight::SingleFlight;
-use crate::breaker::{BreakerListener, Transition};
 use crate::clock::SharedClock;
 use crate::codec::Codec;
 use crate::config::{Config, FallbackMode};
@@ -19,14 +18,13 @@ use crate::error::{Error, ErrorClass, ErrorKind};
 use crate::events::{Event, Listeners};
 use crate::fallback::{JournalOp, MemoryStore, Reconcile};
 use crate::log_fields::{log_fields, millis, Fields};
-use crate::pool::{CloseReason, PoolListener, PooledConnection};
+use crate::pool::PooledConnection;
 use crate::retry::{Retrier, RetryObserver};
 use crate::router::prober::Prober;
 use crate::router::{Role, Router, Switch};
 use crate::stats::call_timer::CallTimer;
 use crate::stats::{CallEndpoint, CallOutcome, Counters};
 use crate::topology::cluster::Route;
-use crate::topology::{MasterSwitch, TopologyListener};
 
 /// Keys per reconciliation pipeline.
 pub(crate) const RECONCILE_CHUNK: usize = 256;
@@ -68,60 +66,6 @@ pub(crate) struct Inner {
     pub(crate) codec: Codec,
     /// Keys being loaded by `get_or_load`.
     pub(crate) flights: SingleFlight,
-}
-
-/// Forwards breaker and pool notifications to the client's listeners.
-pub(crate) struct Bridge {
-    pub(crate) role: Role,
-    pub(crate) listeners: Arc<Listeners>,
-}
-
-impl BreakerListener for Bridge {
-    fn on_transition(&self, transition: &Transition) {
-        self.listeners.emit(Event::BreakerTransition {
-            endpoint: self.role.as_str(),
-            transition: transition.clone(),
-        });
-    }
-}
-
-impl PoolListener for Bridge {
-    fn connection_closed(&self, _endpoint: &str, _id: u64, reason: CloseReason) {
-        if reason != CloseReason::PoolDropped {
-            self.listeners.emit(Event::ConnectionReplaced {
-                endpoint: self.role.as_str(),
-                reason: reason.as_str(),
-            });
-        }
-    }
-}
-
-impl TopologyListener for Bridge {
-    fn master_switched(&self, switch: &MasterSwitch) {
-        // One INFO line per switch (addresses only, never a secret).
-        log::info!(
-            "the {} redis master moved from {} to {} (named by sentinel {}; {} ms after the first trouble this client saw; {} keys written there lately are invalidated on the new master)",
-            self.role.as_str(),
-            switch.from,
-            switch.to,
-            switch.sentinel,
-            switch.took.as_millis(),
-            switch.distrusted
-        );
-        if switch.untracked {
-            log::warn!(
-                "more keys were written to the old {} redis master just before the switch than could be noted: reads of some may return values older than those writes",
-                self.role.as_str()
-            );
-        }
-        self.listeners.emit(Event::MasterSwitched {
-            endpoint: self.role.as_str(),
-            from: switch.from.clone(),
-            to: switch.to.clone(),
-            sentinel: switch.sentinel.clone(),
-            took: switch.took,
-        });
-    }
 }
 
 /// Counts retries and budget denials for one client.

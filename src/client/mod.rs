@@ -17,13 +17,14 @@ use std::time::{Duration, Instant};
 use redis::FromRedisValue;
 
 pub use self::health::{EndpointHealth, Health, HealthStatus};
-use self::inner::{Bridge, Inner};
+use self::inner::Inner;
 pub use self::load::LoadError;
 use crate::breaker::BreakerState;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::consistency::{command_keys, pipeline_keys, CommandKeys};
 use crate::error::{Error, ErrorKind};
+use crate::events::Bridge;
 use crate::events::{EventListener, Listeners};
 use crate::fallback::Reconcile;
 use crate::retry::{Idempotency, Retrier, RetryBudget};
@@ -137,16 +138,9 @@ impl ClientBuilder {
             let bridge = Arc::new(Bridge {
                 role,
                 listeners: listeners.clone(),
+                node: None,
             });
-            RedisEndpoint::new(
-                role,
-                e,
-                &config,
-                &clock,
-                bridge.clone(),
-                bridge.clone(),
-                bridge,
-            )
+            RedisEndpoint::new(role, e, &config, &clock, bridge)
         };
         let router = config.primary.as_ref().map(|primary| {
             let secondary = config

@@ -63,15 +63,15 @@ use self::redirect::{calls_for_refresh, is_single_reply, not_executed, redirect_
 use self::shards::{NodeAddr, Shard, SlotTable};
 use self::slot::key_slot;
 pub(crate) use self::split::Grouping;
-use crate::breaker::{BreakerListener, BreakerState};
+use crate::breaker::BreakerState;
 use crate::clock::SharedClock;
 use crate::config::{Config, Endpoint};
 use crate::error::{Error, ErrorClass, ErrorKind};
+use crate::events::Bridge;
 use crate::log_fields::{log_fields, Fields};
-use crate::pool::{PoolListener, PooledConnection};
+use crate::pool::PooledConnection;
 use crate::router::{RedisEndpoint, Role};
 use crate::topology::recent::{Key, RecentWrites};
-use crate::topology::TopologyListener;
 
 /// The periodic refresh: a reshard or a failover the client's calls have
 /// not run into yet is seen within this.
@@ -105,14 +105,6 @@ impl<'a> Route<'a> {
     pub(crate) fn keys(keys: &'a [&'a [u8]], write: bool) -> Route<'a> {
         Route { keys, write }
     }
-}
-
-/// What a node endpoint reports its breaker and pool events to.
-#[derive(Clone)]
-pub(crate) struct Hooks {
-    pub(crate) breaker: Arc<dyn BreakerListener>,
-    pub(crate) pool: Arc<dyn PoolListener>,
-    pub(crate) topology: Arc<dyn TopologyListener>,
 }
 
 /// One master: its address and its endpoint (breaker + pool).
@@ -196,7 +188,8 @@ pub(crate) struct ClusterTopology {
     insecure_fragment: bool,
     config: Config,
     clock: SharedClock,
-    hooks: Hooks,
+    /// The cluster endpoint's events; each node's breaker names its node.
+    bridge: Arc<Bridge>,
     view: RwLock<Arc<View>>,
     refresh: Mutex<RefreshState>,
     /// A call saw a sign that the map is out of date.
@@ -233,7 +226,7 @@ impl ClusterTopology {
         endpoint: &Endpoint,
         config: &Config,
         clock: &SharedClock,
-        hooks: Hooks,
+        bridge: Arc<Bridge>,
     ) -> ClusterTopology {
         let redis = endpoint.info.redis_settings();
         let mut url_prefix = String::from(if endpoint.tls {
@@ -262,7 +255,7 @@ impl ClusterTopology {
             insecure_fragment: endpoint.insecure_fragment,
             config: config.clone(),
             clock: clock.clone(),
-            hooks,
+            bridge,
             view: RwLock::new(Arc::new(View::empty())),
             refresh: Mutex::new(RefreshState::default()),
             wanted: AtomicBool::new(false),
@@ -672,9 +665,7 @@ impl ClusterTopology {
                 &endpoint,
                 &self.config,
                 &self.clock,
-                self.hooks.breaker.clone(),
-                self.hooks.pool.clone(),
-                self.hooks.topology.clone(),
+                Arc::new(self.bridge.for_node(addr.to_string())),
             ),
         })
     }
