@@ -464,8 +464,11 @@ impl PooledConnection {
     fn conn_mut(&mut self) -> &mut Entry<Connection> {
         match &mut self.entry {
             Some(entry) => entry,
-            // `entry` is taken only in `drop`.
-            None => unreachable!("PooledConnection used after drop"),
+            // `entry` is taken only in `drop`, and is `None` from the start
+            // only in a lease, which `Pool::get_for_call` alone makes and
+            // only the client's closures get (they use `ConnectionLike`,
+            // which a lease serves). No public path reaches this.
+            None => unreachable!("PooledConnection used after drop, or a lease dereferenced"),
         }
     }
 
@@ -591,7 +594,8 @@ impl Deref for PooledConnection {
     fn deref(&self) -> &Connection {
         match &self.entry {
             Some(entry) => &entry.conn,
-            None => unreachable!("PooledConnection used after drop"),
+            // As in `conn_mut`.
+            None => unreachable!("PooledConnection used after drop, or a lease dereferenced"),
         }
     }
 }
