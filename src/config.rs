@@ -14,6 +14,7 @@ mod bound;
 mod builder;
 pub(crate) mod cluster;
 mod env;
+mod host_list;
 pub(crate) mod sentinel;
 mod tls;
 mod url;

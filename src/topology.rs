@@ -27,7 +27,7 @@ mod watch;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis::ConnectionInfo;
+use redis::{ConnectionAddr, ConnectionInfo};
 
 pub(crate) use self::sentinel::SentinelTopology;
 pub(crate) use self::watch::Watcher;
@@ -83,6 +83,26 @@ impl Topology {
             Topology::Sentinel(s) => Some(s),
         }
     }
+}
+
+/// `template` (the URL's settings: user, password, database, TLS roots and
+/// client certificate) with `host:port` as the address: a node that
+/// discovery named. TLS stays TLS, with the same verification.
+pub(crate) fn at_address(template: &ConnectionInfo, host: String, port: u16) -> ConnectionInfo {
+    let addr = match template.addr() {
+        ConnectionAddr::TcpTls {
+            insecure,
+            tls_params,
+            ..
+        } => ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure: *insecure,
+            tls_params: tls_params.clone(),
+        },
+        _ => ConnectionAddr::Tcp(host, port),
+    };
+    template.clone().set_addr(addr)
 }
 
 /// A change of master, as the client saw it.

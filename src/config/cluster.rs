@@ -7,9 +7,8 @@
 //! host list), with the sentinel URL's host-list rules; as for every URL,
 //! each rejection names what is wrong and never echoes the password.
 
-use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo};
-
-use super::sentinel::{decode, parse_hosts};
+use super::host_list::{self, HostListUrl, Kind};
+use super::sentinel::parse_hosts;
 use super::url::Endpoint;
 use crate::error::Error;
 
@@ -18,6 +17,13 @@ const DEFAULT_PORT: u16 = 6379;
 
 const EXPECTED: &str =
     "expected redis+cluster://[[user]:password@]host[:port][,host[:port]...] or rediss+cluster://...";
+
+const KIND: Kind = Kind {
+    plain: "redis+cluster",
+    tls: "rediss+cluster",
+    name: "cluster",
+    expected: EXPECTED,
+};
 
 /// What a cluster URL names besides the nodes' settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,35 +42,9 @@ pub(crate) fn is_cluster_url(raw: &str) -> bool {
 /// Parses a cluster URL; `label` (a field or variable name) starts every
 /// error message.
 pub(crate) fn parse(label: &str, raw: &str) -> Result<Endpoint, Error> {
-    let raw = raw.trim();
+    let url = host_list::split(label, raw, &KIND)?;
     let err = |what: &str| Error::config(format!("{label}: {what}; {EXPECTED}"));
-    if raw.chars().any(|c| c.is_control() || c == ' ') {
-        return Err(err("URL contains spaces or control characters"));
-    }
-    let Some((scheme, rest)) = raw.split_once("://") else {
-        return Err(err("not a cluster URL"));
-    };
-    let scheme = scheme.to_ascii_lowercase();
-    let tls = match scheme.as_str() {
-        "redis+cluster" => false,
-        "rediss+cluster" => true,
-        _ => return Err(err("not a cluster URL")),
-    };
-    let (rest, fragment) = match rest.split_once('#') {
-        Some((r, f)) => (r, Some(f)),
-        None => (rest, None),
-    };
-    let insecure = super::url::insecure_fragment(label, fragment, tls, "rediss+cluster://")?;
-    if rest.contains('?') {
-        return Err(Error::config(format!(
-            "{label}: query parameters are not supported; set options through the builder or environment"
-        )));
-    }
-    let (authority, path) = match rest.split_once('/') {
-        Some((a, p)) => (a, p),
-        None => (rest, ""),
-    };
-    match path {
+    match url.path {
         "" | "0" => {}
         _ => {
             return Err(Error::config(format!(
@@ -72,56 +52,24 @@ pub(crate) fn parse(label: &str, raw: &str) -> Result<Endpoint, Error> {
             )))
         }
     }
-    let (userinfo, hosts) = match authority.rsplit_once('@') {
-        Some((u, h)) => (Some(u), h),
-        None => (None, authority),
-    };
-    let (username, password) = match userinfo {
-        None => (None, None),
-        Some(u) => {
-            let (user, pass) = match u.split_once(':') {
-                Some((user, pass)) => (user, Some(pass)),
-                None => (u, None),
-            };
-            let user = decode(label, "username", user)?;
-            let pass = match pass {
-                Some(p) => decode(label, "password", p)?,
-                None => None,
-            };
-            (user, pass)
-        }
-    };
-    if hosts.is_empty() {
+    if url.hosts.is_empty() {
         return Err(err("no seed host"));
     }
-    let seeds = parse_hosts(label, hosts, "cluster seed", DEFAULT_PORT)?;
-
-    let mut redis = RedisConnectionInfo::default();
-    if let Some(user) = &username {
-        redis = redis.set_username(user);
-    }
-    if let Some(pass) = &password {
-        redis = redis.set_password(pass);
-    }
+    let seeds = parse_hosts(label, url.hosts, "cluster seed", DEFAULT_PORT)?;
     // The first seed's address until the slot map names the nodes: every
     // node's address is set from this template (see `topology::cluster`).
-    let Some((host, port)) = seeds.first().cloned() else {
+    let Some(first) = seeds.first().cloned() else {
         return Err(err("no seed host"));
     };
-    let addr = if tls {
-        ConnectionAddr::TcpTls {
-            host,
-            port,
-            insecure,
-            tls_params: None,
-        }
-    } else {
-        ConnectionAddr::Tcp(host, port)
-    };
-    let info: ConnectionInfo = addr
-        .into_connection_info()
-        .map_err(|e| Error::config(format!("{label}: {e}")))?
-        .set_redis_settings(redis);
+    let info = url.info_at(label, first, url.redis_settings())?;
+    let HostListUrl {
+        scheme,
+        tls,
+        insecure,
+        username,
+        password,
+        ..
+    } = url;
 
     let mut redacted = format!("{scheme}://");
     match (&username, password.is_some()) {

@@ -11,8 +11,7 @@
 
 use std::fmt;
 
-use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo};
-
+use super::host_list::{self, HostListUrl, Kind};
 use super::url::{percent_decode, Endpoint, MAX_DB};
 use crate::error::Error;
 
@@ -26,6 +25,13 @@ pub(crate) const MAX_SENTINELS: usize = 32;
 const MAX_SERVICE: usize = 256;
 
 const EXPECTED: &str = "expected redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service_name[/db] or rediss+sentinel://...";
+
+const KIND: Kind = Kind {
+    plain: "redis+sentinel",
+    tls: "rediss+sentinel",
+    name: "sentinel",
+    expected: EXPECTED,
+};
 
 /// What a sentinel URL names besides the data nodes' settings.
 #[derive(Clone, PartialEq, Eq)]
@@ -62,82 +68,25 @@ pub(crate) fn is_sentinel_url(raw: &str) -> bool {
 /// Parses a sentinel URL; `label` (a field or variable name) starts every
 /// error message.
 pub(crate) fn parse(label: &str, raw: &str) -> Result<Endpoint, Error> {
-    let raw = raw.trim();
-    let err = |what: &str| Error::config(format!("{label}: {what}; {EXPECTED}"));
-    if raw.chars().any(|c| c.is_control() || c == ' ') {
-        return Err(err("URL contains spaces or control characters"));
-    }
-    let Some((scheme, rest)) = raw.split_once("://") else {
-        return Err(err("not a sentinel URL"));
-    };
-    let scheme = scheme.to_ascii_lowercase();
-    let tls = match scheme.as_str() {
-        "redis+sentinel" => false,
-        "rediss+sentinel" => true,
-        _ => return Err(err("not a sentinel URL")),
-    };
-    let (rest, fragment) = match rest.split_once('#') {
-        Some((r, f)) => (r, Some(f)),
-        None => (rest, None),
-    };
-    let insecure_fragment =
-        super::url::insecure_fragment(label, fragment, tls, "rediss+sentinel://")?;
-    if rest.contains('?') {
-        return Err(Error::config(format!(
-            "{label}: query parameters are not supported; set options through the builder or environment"
-        )));
-    }
-    let (authority, path) = match rest.split_once('/') {
-        Some((a, p)) => (a, p),
-        None => (rest, ""),
-    };
-    let (userinfo, hosts) = match authority.rsplit_once('@') {
-        Some((u, h)) => (Some(u), h),
-        None => (None, authority),
-    };
-    let (username, password) = match userinfo {
-        None => (None, None),
-        Some(u) => {
-            let (user, pass) = match u.split_once(':') {
-                Some((user, pass)) => (user, Some(pass)),
-                None => (u, None),
-            };
-            let user = decode(label, "username", user)?;
-            let pass = match pass {
-                Some(p) => decode(label, "password", p)?,
-                None => None,
-            };
-            (user, pass)
-        }
-    };
-
-    let sentinels = parse_hosts(label, hosts, "sentinel host", DEFAULT_SENTINEL_PORT)?;
-    let (service, db) = parse_path(label, path)?;
-
-    let mut redis = RedisConnectionInfo::default().set_db(db);
-    if let Some(user) = &username {
-        redis = redis.set_username(user);
-    }
-    if let Some(pass) = &password {
-        redis = redis.set_password(pass);
-    }
+    let url = host_list::split(label, raw, &KIND)?;
+    let sentinels = parse_hosts(label, url.hosts, "sentinel host", DEFAULT_SENTINEL_PORT)?;
+    let (service, db) = parse_path(label, url.path)?;
     // The address is the first sentinel's until discovery names the
     // master: the data nodes are never dialled with it (see `topology`).
-    let (host, port) = sentinels[0].clone();
-    let addr = if tls {
-        ConnectionAddr::TcpTls {
-            host,
-            port,
-            insecure: insecure_fragment,
-            tls_params: None,
-        }
-    } else {
-        ConnectionAddr::Tcp(host, port)
+    let Some(first) = sentinels.first().cloned() else {
+        return Err(Error::config(format!(
+            "{label}: no sentinel host; {EXPECTED}"
+        )));
     };
-    let info: ConnectionInfo = addr
-        .into_connection_info()
-        .map_err(|e| Error::config(format!("{label}: {e}")))?
-        .set_redis_settings(redis);
+    let info = url.info_at(label, first, url.redis_settings().set_db(db))?;
+    let HostListUrl {
+        scheme,
+        tls,
+        insecure: insecure_fragment,
+        username,
+        password,
+        ..
+    } = url;
 
     let redacted = redact(
         &scheme,

@@ -57,7 +57,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
-use redis::{ConnectionAddr, ConnectionInfo};
+use redis::ConnectionInfo;
 
 use self::redirect::{calls_for_refresh, is_single_reply, not_executed, redirect_of, Redirect};
 use self::shards::{NodeAddr, Shard, SlotTable};
@@ -672,21 +672,7 @@ impl ClusterTopology {
 
     /// The nodes' settings with `addr` as the address.
     fn info_for(&self, addr: &NodeAddr) -> ConnectionInfo {
-        let (host, port) = (addr.host.clone(), addr.port);
-        let new_addr = match self.template.addr() {
-            ConnectionAddr::TcpTls {
-                insecure,
-                tls_params,
-                ..
-            } => ConnectionAddr::TcpTls {
-                host,
-                port,
-                insecure: *insecure,
-                tls_params: tls_params.clone(),
-            },
-            _ => ConnectionAddr::Tcp(host, port),
-        };
-        self.template.clone().set_addr(new_addr)
+        super::at_address(&self.template, addr.host.clone(), addr.port)
     }
 }
 

@@ -337,21 +337,7 @@ impl SentinelTopology {
 
     /// The data nodes' connection info with `addr` as the address.
     fn info_for(&self, addr: &Addr) -> ConnectionInfo {
-        let (host, port) = (addr.0.clone(), addr.1);
-        let new_addr = match self.template.addr() {
-            ConnectionAddr::TcpTls {
-                insecure,
-                tls_params,
-                ..
-            } => ConnectionAddr::TcpTls {
-                host,
-                port,
-                insecure: *insecure,
-                tls_params: tls_params.clone(),
-            },
-            _ => ConnectionAddr::Tcp(host, port),
-        };
-        self.template.clone().set_addr(new_addr)
+        super::at_address(&self.template, addr.0.clone(), addr.1)
     }
 
     /// The connection info of a sentinel.
