@@ -139,6 +139,9 @@ struct Inner {
     rate_limit: Option<RateLimit>,
     retry_after: Option<Duration>,
     source: Option<Box<dyn StdError + Send + Sync + 'static>>,
+    /// The client answers this failure itself by sending the operation
+    /// another way: it never reaches a caller, so it is not counted.
+    resent: bool,
 }
 
 /// An error's message: text, or a breaker's refusal formatted only when
@@ -182,6 +185,7 @@ impl Error {
                 rate_limit: None,
                 retry_after: None,
                 source: None,
+                resent: false,
             }),
         }
     }
@@ -224,6 +228,19 @@ impl Error {
     pub(crate) fn with_counts_against_breaker(mut self, counts: bool) -> Self {
         self.inner.counts_against_breaker = counts;
         self
+    }
+
+    /// Marks a failure the client answers itself by sending the operation
+    /// another way (a multi-slot `mset` part that met a moving slot): not
+    /// counted as an error returned to a caller.
+    pub(crate) fn resent_by_client(mut self) -> Self {
+        self.inner.resent = true;
+        self
+    }
+
+    /// See [`Error::resent_by_client`].
+    pub(crate) fn is_resent_by_client(&self) -> bool {
+        self.inner.resent
     }
 
     /// Marks whether the command may have reached the server before the

@@ -149,6 +149,35 @@ fn mget_mset_pipeline_and_execute_across_slots() {
     // One request per master (a pipeline of one MGET per slot), not one
     // per slot.
     assert_eq!(attempts(&client) - before, 3);
+    // The same for mset (one MSET per slot, pipelined per master), and
+    // with a default TTL (one SET ... PX per key).
+    let before = attempts(&client);
+    client.mset(&pairs).unwrap();
+    assert_eq!(attempts(&client) - before, 3);
+    let with_ttl = Client::new(
+        config(&cluster.url())
+            .key_prefix("mt:")
+            .default_ttl(Some(Duration::from_secs(100)))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let before = attempts(&with_ttl);
+    with_ttl.mset(&pairs).unwrap();
+    assert_eq!(attempts(&with_ttl) - before, 3);
+    for (k, v) in &pairs {
+        let key = format!("mt:{k}");
+        let owner = cluster.owner_of(key.as_bytes());
+        assert_eq!(
+            cluster.get_on(owner, key.as_bytes()).unwrap(),
+            Some(v.clone().into_bytes())
+        );
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(&key)
+            .query(&mut cluster.connection(owner))
+            .unwrap();
+        assert!(ttl > 0 && ttl <= 100_000, "{key}: {ttl}");
+    }
     for (k, v) in keys.iter().zip(&values) {
         let expected = k.strip_prefix('k').map(|n| format!("v{n}"));
         assert_eq!(v, &expected, "{k}");
@@ -344,6 +373,22 @@ fn reshard_under_load_with_the_fallback_off_fails_no_call() {
                         }
                     }
                     Err(e) => failures.push(format!("mget {keys:?}: {e}")),
+                }
+                calls += 1;
+            }
+            if i % 8 == 4 {
+                // An mset across slots: per master, one pipeline of one
+                // MSET per slot; a slot moving under it is sent again on
+                // its own.
+                let pairs: Vec<(String, String)> = (0..6)
+                    .map(|j| {
+                        let k = format!("rs:{t}:{}", (i + j * 53) % 300);
+                        (k, format!("{t}-{i}-m{j}"))
+                    })
+                    .collect();
+                match c.mset(&pairs) {
+                    Ok(()) => last.extend(pairs),
+                    Err(e) => failures.push(format!("mset: {e}")),
                 }
                 calls += 1;
             }
@@ -888,6 +933,37 @@ fn ask_during_a_slot_migration_then_moved_once_it_is_done() {
         .query(&mut on_target)
         .unwrap();
     assert_eq!(created.as_deref(), Some("n"));
+
+    // An mset of two slots on the source, one of them migrating: the
+    // source's pipeline meets ASK for one part, so each slot is sent again
+    // on its own (the migrating one through ASKING); nothing fails, no
+    // error is counted.
+    let other = key_on(cluster, source, "ask-mset:");
+    assert_ne!(cluster.key_slot(other.as_bytes()), slot);
+    let errors = |c: &Client| {
+        let s = c.stats();
+        s.errors_transient + s.errors_permanent + s.errors_rate_limited
+    };
+    let before = errors(&client);
+    let msets = calls_on(cluster, source, "mset");
+    client
+        .mset(&[("{ask-test}:m", "a"), (other.as_str(), "b")])
+        .unwrap();
+    assert_eq!(errors(&client), before);
+    // The other slot's MSET ran twice on the source: in the pipeline, and
+    // again on its own (the one that met ASK ran on the target only).
+    assert_eq!(calls_on(cluster, source, "mset"), msets + 2);
+    let (_, m): ((), Option<String>) = redis::pipe()
+        .cmd("ASKING")
+        .cmd("GET")
+        .arg("{ask-test}:m")
+        .query(&mut on_target)
+        .unwrap();
+    assert_eq!(m.as_deref(), Some("a"));
+    assert_eq!(
+        cluster.get_on(source, other.as_bytes()).unwrap(),
+        Some(b"b".to_vec())
+    );
 
     // Done: the slot belongs to the target (every master told, as
     // `redis-cli --cluster reshard` does); the source answers MOVED.

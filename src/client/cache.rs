@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
-use redis::{FromRedisValue, ToRedisArgs, Value};
+use redis::{ConnectionLike, FromRedisValue, ToRedisArgs, Value};
 
 use super::inner::Fallback;
 use super::Client;
@@ -281,13 +281,39 @@ impl Client {
             ));
         }
         let refs: Vec<&[u8]> = entries.iter().map(|(k, _)| &k[..]).collect();
-        if let Some(groups) = i.slot_groups(&refs) {
+        if let Some(slots) = i.slot_groups(&refs) {
             // A Redis Cluster: one MSET per hash slot, not atomic.
-            return self.mset_split(pairs, groups);
+            return self.mset_split(&entries, slots);
         }
-        let values: Vec<&[u8]> = entries.iter().map(|(_, v)| &v[..]).collect();
+        self.mset_groups(&entries, &[(0..entries.len()).collect()])
+    }
+
+    /// Writes `entries` (prefixed keys, encoded values) as one cache
+    /// operation: one `MSET` per group of `groups` (indices into
+    /// `entries`), or one `SET ... PX` per key when a default TTL is set.
+    ///
+    /// One group without a TTL is one command. Several are one pipeline,
+    /// for the keys of several hash slots on one cluster master: if any of
+    /// its replies is an error (a slot that moved or is moving, `MOVED`,
+    /// `ASK`, `TRYAGAIN`), the operation fails with an error marked
+    /// [`Error::resent_by_client`], having perhaps written some groups: the
+    /// consistency rules then treat every key as possibly written (as
+    /// after a timeout), and the caller sends each group again on its own.
+    pub(super) fn mset_groups(
+        &self,
+        entries: &[(Cow<'_, [u8]>, Vec<u8>)],
+        groups: &[Vec<usize>],
+    ) -> Result<(), Error> {
+        let i = &*self.inner;
+        let part: Vec<&(Cow<'_, [u8]>, Vec<u8>)> = groups
+            .iter()
+            .flatten()
+            .filter_map(|n| entries.get(*n))
+            .collect();
+        let refs: Vec<&[u8]> = part.iter().map(|(k, _)| &k[..]).collect();
+        let values: Vec<&[u8]> = part.iter().map(|(_, v)| &v[..]).collect();
         let ttl = i.config.default_ttl;
-        i.cache_op(
+        i.cache_op_checked(
             &refs,
             Access::Overwrite,
             true,
@@ -295,32 +321,59 @@ impl Client {
                 values: &values,
                 ttl,
             },
-            |c| match ttl {
-                None => {
-                    let mut cmd = redis::cmd("MSET");
-                    for (k, v) in &entries {
-                        cmd.arg(k).arg(v);
+            |c| {
+                let mut pipe = redis::pipe();
+                match ttl {
+                    None => {
+                        for group in groups {
+                            let mset = pipe.cmd("MSET");
+                            for (k, v) in group.iter().filter_map(|n| entries.get(*n)) {
+                                mset.arg(&k[..]).arg(v);
+                            }
+                        }
                     }
-                    cmd.query::<()>(c)
+                    // MSET cannot set a TTL: one SET ... PX per key.
+                    Some(ttl) => {
+                        for (k, v) in &part {
+                            pipe.cmd("SET")
+                                .arg(&k[..])
+                                .arg(v)
+                                .arg("PX")
+                                .arg(ttl_millis(ttl))
+                                .ignore();
+                        }
+                    }
                 }
-                // MSET cannot set a TTL: one SET ... PX per key, pipelined.
-                Some(ttl) => {
-                    let mut pipe = redis::pipe();
-                    for (k, v) in &entries {
-                        pipe.cmd("SET")
-                            .arg(k)
-                            .arg(v)
-                            .arg("PX")
-                            .arg(ttl_millis(ttl))
-                            .ignore();
+                if groups.len() == 1 {
+                    // One slot: one command, or one pipeline whose error
+                    // (a redirect included) is redis-rs' own, for the
+                    // cluster layer to act on.
+                    return match (ttl, pipe.cmd_iter().next()) {
+                        (None, Some(mset)) => mset.query::<()>(c),
+                        _ => pipe.query::<()>(c),
                     }
-                    pipe.query::<()>(c)
+                    .map_err(Error::from_redis);
+                }
+                let replies = c
+                    .req_packed_commands(&pipe.get_packed_pipeline(), 0, pipe.len())
+                    .map_err(Error::from_redis)?;
+                let mut errors = replies.iter().filter_map(|r| match r {
+                    Value::ServerError(e) => Some(e),
+                    _ => None,
+                });
+                if replies.len() != pipe.len() {
+                    return Err(super::cluster::slot_moved());
+                }
+                match errors.next() {
+                    None => Ok(()),
+                    Some(e) if super::cluster::is_cluster_reply(e.code()) => {
+                        Err(super::cluster::slot_moved())
+                    }
+                    Some(e) => Err(Error::from_redis(redis::RedisError::from(e.clone()))),
                 }
             },
             Fallback::Write(JournalOp::Set, |m: &MemoryStore| {
-                entries
-                    .iter()
-                    .try_for_each(|(k, v)| memory_set(m, k, v, ttl))
+                part.iter().try_for_each(|(k, v)| memory_set(m, k, v, ttl))
             }),
         )
     }

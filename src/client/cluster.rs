@@ -5,14 +5,15 @@
 //!
 //! Redis refuses a multi-key command whose keys are in different slots
 //! (`CROSSSLOT`), even when one node serves them all, so every command
-//! keeps to one slot: `mget` sends one pipeline of per-slot `MGET`s per
-//! master; `mset` and pipelines send one request per slot (a write split
-//! further would risk running twice when a slot moves under it). Parts go
-//! one after the other. The whole is therefore **not atomic**: an `mset`
+//! keeps to one slot: `mget` and `mset` send one pipeline of per-slot
+//! `MGET`s or `MSET`s per master (a slot that moved under it is sent again
+//! on its own: `MSET` is idempotent, and the parts that ran are only
+//! written again with the same values); pipelines send one request per
+//! slot. Parts go one after the other. The whole is therefore **not atomic**: an `mset`
 //! across slots may be applied in part when it fails, and a pipeline's
 //! parts are separate requests.
 
-use redis::{ConnectionLike, FromRedisValue, ToRedisArgs, Value};
+use redis::{ConnectionLike, FromRedisValue, Value};
 
 use super::inner::{Fallback, Inner};
 use super::Client;
@@ -112,6 +113,9 @@ impl Inner {
     /// that serves them now (a slot no map names yet is a group of its
     /// own), in the order of their first key.
     pub(crate) fn by_master(&self, slots: Vec<(u16, Vec<usize>)>) -> Vec<Vec<Vec<usize>>> {
+        if let Some(c) = self.cluster() {
+            c.ensure_map();
+        }
         let mut out: Vec<(Option<usize>, Vec<Vec<usize>>)> = Vec::new();
         for (slot, group) in slots {
             let master = self.cluster().and_then(|c| c.master_index(slot));
@@ -209,14 +213,21 @@ impl Inner {
                 // as the pipeline error redis-rs would give (so that a
                 // partly run part is never taken for one command).
                 let packed = part.pipeline.get_packed_pipeline();
-                let values = c.req_packed_commands(&packed, 0, part.pipeline.len())?;
+                let values = c
+                    .req_packed_commands(&packed, 0, part.pipeline.len())
+                    .map_err(Error::from_redis)?;
                 let cluster_reply = values
                     .iter()
                     .any(|v| matches!(v, Value::ServerError(e) if is_cluster_reply(e.code())));
                 match (cluster_reply, &values[..]) {
                     (false, _) => Ok(values),
-                    (true, [Value::ServerError(e)]) => Err(redis::RedisError::from(e.clone())),
-                    (true, _) => part.pipeline.query::<Vec<Value>>(&mut Replay(Some(values))),
+                    (true, [Value::ServerError(e)]) => {
+                        Err(Error::from_redis(redis::RedisError::from(e.clone())))
+                    }
+                    (true, _) => part
+                        .pipeline
+                        .query::<Vec<Value>>(&mut Replay(Some(values)))
+                        .map_err(Error::from_redis),
                 }
             })?;
             for (i, v) in part.indices.iter().zip(values) {
@@ -245,9 +256,24 @@ impl Inner {
     }
 }
 
+/// The failure of a multi-slot `mset` part that met a slot moving under
+/// it (see `Client::mset_groups`): some of its slots may be written, so it
+/// is reported as possibly executed, then sent again one slot at a time.
+/// Permanent so that it is neither retried as it is nor answered from
+/// memory; never returned to a caller.
+pub(super) fn slot_moved() -> Error {
+    Error::new(
+        ErrorKind::Server,
+        ErrorClass::Permanent,
+        "a hash slot of this mset moved or is moving (MOVED, ASK, TRYAGAIN, ...): sent again one slot at a time",
+    )
+    .with_may_have_executed(true)
+    .resent_by_client()
+}
+
 /// `MOVED`, `ASK`, `TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`, `LOADING`,
 /// `READONLY`: answers about the cluster, not about the command.
-fn is_cluster_reply(code: &str) -> bool {
+pub(super) fn is_cluster_reply(code: &str) -> bool {
     matches!(
         code,
         "MOVED" | "ASK" | "TRYAGAIN" | "CLUSTERDOWN" | "MASTERDOWN" | "LOADING" | "READONLY"
@@ -427,23 +453,28 @@ impl Client {
         Ok(out)
     }
 
-    /// `mset` on a cluster with keys in several slots: one `MSET` per
-    /// slot, one after the other. Not atomic: when one part fails, the
-    /// parts before it stay written.
-    pub(super) fn mset_split<K: AsRef<[u8]>, V: ToRedisArgs>(
+    /// `mset` on a cluster with keys in several slots (`entries` prefixed
+    /// and encoded, `slots` their indices by slot): per master, one
+    /// pipeline of one `MSET` per slot; when a slot moved or is moving
+    /// under it, that master's slots again one at a time, through the
+    /// redirect-following path. Not atomic: when one part fails, the parts
+    /// before it stay written.
+    pub(super) fn mset_split(
         &self,
-        pairs: &[(K, V)],
+        entries: &[(std::borrow::Cow<'_, [u8]>, Vec<u8>)],
         slots: Vec<(u16, Vec<usize>)>,
     ) -> Result<(), Error> {
-        for (_, group) in slots {
-            let mut part: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(group.len());
-            for (k, v) in group.iter().filter_map(|i| pairs.get(*i)) {
-                // The value's one argument, not yet encoded (`mset`
-                // compresses it).
-                let value = super::cache::argument(v).map_err(|e| self.inner.fail(e))?;
-                part.push((k.as_ref().to_vec(), value));
+        for node in self.inner.by_master(slots) {
+            if node.len() > 1 {
+                match self.mset_groups(entries, &node) {
+                    Ok(()) => continue,
+                    Err(e) if e.is_resent_by_client() => {}
+                    Err(e) => return Err(e),
+                }
             }
-            self.mset(&part)?;
+            for group in node {
+                self.mset_groups(entries, std::slice::from_ref(&group))?;
+            }
         }
         Ok(())
     }

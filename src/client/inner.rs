@@ -147,7 +147,28 @@ impl Inner {
         access: Access,
         idempotent: bool,
         mirror: Mirror<'_>,
-        redis_op: impl FnMut(&mut PooledConnection) -> RedisResult<T>,
+        mut redis_op: impl FnMut(&mut PooledConnection) -> RedisResult<T>,
+        fallback: Fallback<impl FnOnce(&MemoryStore) -> Result<T, Error>>,
+    ) -> Result<T, Error> {
+        self.cache_op_checked(
+            keys,
+            access,
+            idempotent,
+            mirror,
+            |c| redis_op(c).map_err(Error::from_redis),
+            fallback,
+        )
+    }
+
+    /// [`Inner::cache_op`] with an operation that classifies its own
+    /// failures (it may fail with an error of the crate's own making).
+    pub(crate) fn cache_op_checked<T>(
+        &self,
+        keys: &[&[u8]],
+        access: Access,
+        idempotent: bool,
+        mirror: Mirror<'_>,
+        redis_op: impl FnMut(&mut PooledConnection) -> Result<T, Error>,
         fallback: Fallback<impl FnOnce(&MemoryStore) -> Result<T, Error>>,
     ) -> Result<T, Error> {
         let timer = CallTimer::start(&*self.clock);
@@ -164,7 +185,7 @@ impl Inner {
         access: Access,
         idempotent: bool,
         mirror: Mirror<'_>,
-        redis_op: impl FnMut(&mut PooledConnection) -> RedisResult<T>,
+        redis_op: impl FnMut(&mut PooledConnection) -> Result<T, Error>,
         fallback: Fallback<impl FnOnce(&MemoryStore) -> Result<T, Error>>,
     ) -> (Result<T, Error>, bool) {
         Counters::bump(&self.counters.requests);
@@ -220,7 +241,7 @@ impl Inner {
         access: Access,
         idempotent: bool,
         mirror: Mirror<'_>,
-        mut redis_op: impl FnMut(&mut PooledConnection) -> RedisResult<T>,
+        mut redis_op: impl FnMut(&mut PooledConnection) -> Result<T, Error>,
     ) -> Result<T, Error> {
         let memory = self.memory.as_ref();
         // On a cluster, the master of the first key's slot serves it.
@@ -260,7 +281,7 @@ impl Inner {
                     return Err(Error::from_redis(e).with_may_have_executed(false));
                 }
             }
-            let result = redis_op(conn).map_err(Error::from_redis);
+            let result = redis_op(conn);
             if let (Some(s), Ok(_), false) = (sentinel, &result, access == Access::Read) {
                 // Before the caller sees the acknowledgement (see
                 // `topology::recent`).
@@ -326,7 +347,9 @@ impl Inner {
                 } else {
                     Access::Modify
                 };
-                self.tracked(&refs, access, idempotent, Mirror::Forget, op)
+                self.tracked(&refs, access, idempotent, Mirror::Forget, |c| {
+                    op(c).map_err(Error::from_redis)
+                })
             }
             CommandKeys::Unknown => {
                 let result = self
@@ -362,6 +385,9 @@ impl Inner {
 
     /// Counts an error returned to the caller.
     pub(crate) fn fail(&self, e: Error) -> Error {
+        if e.is_resent_by_client() {
+            return e;
+        }
         self.counters.error(&e);
         self.outage
             .error_suppressed(self.clock.now(), &|| self.scope());

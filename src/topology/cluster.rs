@@ -332,6 +332,16 @@ impl ClusterTopology {
             .any(|n| n.endpoint.is_failing() || n.endpoint.breaker.state() != BreakerState::Closed)
     }
 
+    /// Reads the slot map when the client has none yet (a split operation
+    /// groups its slots by master before any call of its own), within the
+    /// bound of a call's first read. A failure leaves it unknown: every
+    /// slot is then a group of its own, and each part's call tries again.
+    pub(crate) fn ensure_map(&self) {
+        if self.view.read().assigned == 0 {
+            let _ = self.discover(None);
+        }
+    }
+
     /// The index of the master serving `slot` now, in [`Self::masters`]'s
     /// order (`None` while no map names one).
     pub(crate) fn master_index(&self, slot: u16) -> Option<usize> {
