@@ -11,7 +11,7 @@ mod history;
 mod support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -56,9 +56,19 @@ fn logged(needle: &str) -> Vec<String> {
 }
 
 /// The cluster the non-destructive tests share.
-fn shared() -> &'static RedisCluster {
-    static CLUSTER: OnceLock<RedisCluster> = OnceLock::new();
-    CLUSTER.get_or_init(|| RedisCluster::start(3))
+/// The cluster shared by the tests that leave it as they found it:
+/// started by the first, stopped when the last one running lets go of it
+/// (a static would never be dropped, and its servers would outlive the
+/// test binary).
+fn shared() -> Arc<RedisCluster> {
+    static CLUSTER: Mutex<Weak<RedisCluster>> = Mutex::new(Weak::new());
+    let mut slot = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(cluster) = slot.upgrade() {
+        return cluster;
+    }
+    let cluster = Arc::new(RedisCluster::start(3));
+    *slot = Arc::downgrade(&cluster);
+    cluster
 }
 
 fn config(url: &str) -> resilient_redis::ConfigBuilder {
@@ -716,7 +726,7 @@ fn reads_from_replicas_keep_read_your_writes() {
     let replicas: Vec<usize> = (0..cluster.nodes.len())
         .filter(|i| cluster.role(*i).as_deref() == Some("slave"))
         .collect();
-    let before: u64 = replicas.iter().map(|r| calls_on(cluster, *r, "get")).sum();
+    let before: u64 = replicas.iter().map(|r| calls_on(&cluster, *r, "get")).sum();
     // Keys another process wrote: replicas may serve them once replicated.
     let writer = Client::new(config(&cluster.seed_url()).build().unwrap()).unwrap();
     for i in 0..30 {
@@ -734,7 +744,7 @@ fn reads_from_replicas_keep_read_your_writes() {
         let v: Option<String> = reader.get(format!("rr:{i}")).unwrap();
         assert!(v.is_none() || v.as_deref() == Some("theirs"), "{v:?}");
     }
-    let after: u64 = replicas.iter().map(|r| calls_on(cluster, *r, "get")).sum();
+    let after: u64 = replicas.iter().map(|r| calls_on(&cluster, *r, "get")).sum();
     assert!(
         after > before,
         "no read reached a replica: {:?}",
@@ -938,21 +948,21 @@ fn ask_during_a_slot_migration_then_moved_once_it_is_done() {
     // source's pipeline meets ASK for one part, so each slot is sent again
     // on its own (the migrating one through ASKING); nothing fails, no
     // error is counted.
-    let other = key_on(cluster, source, "ask-mset:");
+    let other = key_on(&cluster, source, "ask-mset:");
     assert_ne!(cluster.key_slot(other.as_bytes()), slot);
     let errors = |c: &Client| {
         let s = c.stats();
         s.errors_transient + s.errors_permanent + s.errors_rate_limited
     };
     let before = errors(&client);
-    let msets = calls_on(cluster, source, "mset");
+    let msets = calls_on(&cluster, source, "mset");
     client
         .mset(&[("{ask-test}:m", "a"), (other.as_str(), "b")])
         .unwrap();
     assert_eq!(errors(&client), before);
     // The other slot's MSET ran twice on the source: in the pipeline, and
     // again on its own (the one that met ASK ran on the target only).
-    assert_eq!(calls_on(cluster, source, "mset"), msets + 2);
+    assert_eq!(calls_on(&cluster, source, "mset"), msets + 2);
     let (_, m): ((), Option<String>) = redis::pipe()
         .cmd("ASKING")
         .cmd("GET")
