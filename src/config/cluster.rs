@@ -8,7 +8,7 @@
 //! each rejection names what is wrong and never echoes the password.
 
 use super::host_list::{self, HostListUrl, Kind};
-use super::sentinel::parse_hosts;
+use super::sentinel::{host_port, parse_hosts};
 use super::url::Endpoint;
 use crate::error::Error;
 
@@ -71,23 +71,9 @@ pub(crate) fn parse(label: &str, raw: &str) -> Result<Endpoint, Error> {
         ..
     } = url;
 
-    let mut redacted = format!("{scheme}://");
-    match (&username, password.is_some()) {
-        (Some(u), true) => redacted.push_str(&format!("{u}:***@")),
-        (None, true) => redacted.push_str(":***@"),
-        (Some(u), false) => redacted.push_str(&format!("{u}@")),
-        (None, false) => {}
-    }
-    let list: Vec<String> = seeds
-        .iter()
-        .map(|(h, p)| {
-            if h.contains(':') {
-                format!("[{h}]:{p}")
-            } else {
-                format!("{h}:{p}")
-            }
-        })
-        .collect();
+    let mut redacted =
+        super::url::redacted_prefix(&scheme, username.as_deref(), password.is_some());
+    let list: Vec<String> = seeds.iter().map(|(h, p)| host_port(h, *p)).collect();
     redacted.push_str(&list.join(","));
     if insecure {
         redacted.push_str("#insecure");

@@ -289,13 +289,7 @@ fn redact(
     db: i64,
     insecure: bool,
 ) -> String {
-    let mut s = format!("{scheme}://");
-    match (username, has_password) {
-        (Some(u), true) => s.push_str(&format!("{u}:***@")),
-        (None, true) => s.push_str(":***@"),
-        (Some(u), false) => s.push_str(&format!("{u}@")),
-        (None, false) => {}
-    }
+    let mut s = super::url::redacted_prefix(scheme, username, has_password);
     let hosts: Vec<String> = sentinels.iter().map(|(h, p)| host_port(h, *p)).collect();
     s.push_str(&hosts.join(","));
     s.push('/');

@@ -213,6 +213,19 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
+/// `scheme://` and the user info as every redacted URL shows it: the user
+/// name, and `***` for a password.
+pub(super) fn redacted_prefix(scheme: &str, username: Option<&str>, has_password: bool) -> String {
+    let mut s = format!("{scheme}://");
+    match (username, has_password) {
+        (Some(u), true) => s.push_str(&format!("{u}:***@")),
+        (None, true) => s.push_str(":***@"),
+        (Some(u), false) => s.push_str(&format!("{u}@")),
+        (None, false) => {}
+    }
+    s
+}
+
 fn redact(
     scheme: &str,
     username: Option<&str>,
@@ -222,18 +235,8 @@ fn redact(
     db: i64,
     insecure: bool,
 ) -> String {
-    let mut s = format!("{scheme}://");
-    match (username, has_password) {
-        (Some(u), true) => s.push_str(&format!("{u}:***@")),
-        (None, true) => s.push_str(":***@"),
-        (Some(u), false) => s.push_str(&format!("{u}@")),
-        (None, false) => {}
-    }
-    if host.contains(':') {
-        s.push_str(&format!("[{host}]:{port}"));
-    } else {
-        s.push_str(&format!("{host}:{port}"));
-    }
+    let mut s = redacted_prefix(scheme, username, has_password);
+    s.push_str(&super::sentinel::host_port(host, port));
     if db != 0 {
         s.push_str(&format!("/{db}"));
     }
