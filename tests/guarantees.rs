@@ -121,29 +121,12 @@ impl EventListener for EventLog {
                 "reconciled",
                 format!("reconciled {keys} keys on the {endpoint} ({failed} failed)"),
             ),
-            Event::FallbackEngaged { cause } => Note::new(
-                at,
-                "fallback_engaged",
-                format!("fallback engaged ({})", cause.as_str()),
-            ),
-            Event::FallbackReleased { .. } => {
-                Note::new(at, "fallback_released", "fallback released")
-            }
-            Event::BreakerTransition {
-                endpoint,
-                transition,
-                ..
-            } => Note::new(
-                at,
-                "breaker_transition",
-                format!(
-                    "{endpoint} breaker {:?} → {:?}",
-                    transition.from, transition.to
-                ),
-            ),
             // Connection churn and budget refusals are too frequent to be
             // worth a note each.
-            _ => return,
+            other => match Note::of_event(at, other) {
+                Some(note) => note,
+                None => return,
+            },
         };
         // Worker threads are named `w<n>`: an event reported on one
         // happened during its operation in progress.

@@ -89,27 +89,10 @@ impl EventListener for EventLog {
                     format!("master {from} → {to} via {sentinel} (took {took:?})"),
                 )
             }
-            Event::FallbackEngaged { cause } => Note::new(
-                at,
-                "fallback_engaged",
-                format!("fallback engaged ({})", cause.as_str()),
-            ),
-            Event::FallbackReleased { .. } => {
-                Note::new(at, "fallback_released", "fallback released")
-            }
-            Event::BreakerTransition {
-                endpoint,
-                transition,
-                ..
-            } => Note::new(
-                at,
-                "breaker_transition",
-                format!(
-                    "{endpoint} breaker {:?} → {:?}",
-                    transition.from, transition.to
-                ),
-            ),
-            _ => return,
+            other => match Note::of_event(at, other) {
+                Some(note) => note,
+                None => return,
+            },
         };
         self.notes.lock().unwrap().push(note);
     }

@@ -36,7 +36,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::{self, Write as _};
 use std::time::Duration;
 
-use resilient_redis::ErrorKind;
+use resilient_redis::{ErrorKind, Event};
 
 /// An instant of the history: the time since the run started.
 pub type Ts = Duration;
@@ -248,6 +248,34 @@ impl Note {
             epoch_change: true,
             ..Note::new(at, label, text)
         }
+    }
+
+    /// The note every history test takes for the fallback and breaker
+    /// events; `None` for the others (each test notes those its own way).
+    pub fn of_event(at: Ts, event: &Event) -> Option<Note> {
+        Some(match event {
+            Event::FallbackEngaged { cause } => Note::new(
+                at,
+                "fallback_engaged",
+                format!("fallback engaged ({})", cause.as_str()),
+            ),
+            Event::FallbackReleased { .. } => {
+                Note::new(at, "fallback_released", "fallback released")
+            }
+            Event::BreakerTransition {
+                endpoint,
+                transition,
+                ..
+            } => Note::new(
+                at,
+                "breaker_transition",
+                format!(
+                    "{endpoint} breaker {:?} → {:?}",
+                    transition.from, transition.to
+                ),
+            ),
+            _ => return None,
+        })
     }
 }
 
