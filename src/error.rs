@@ -675,4 +675,4 @@ fn digits_after<'a>(text: &'a str, label: &str) -> Option<&'a str> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -136,27 +136,18 @@ pub(crate) trait TopologyListener: Send + Sync {
 
 #[cfg(test)]
 mod tests {
+    use crate::error::tests::server_error;
     use crate::error::Error;
     use crate::pool::is_readonly;
 
-    fn reply_error(reply: &[u8]) -> redis::RedisError {
-        match redis::parse_redis_value(reply) {
-            Ok(value) => match value.extract_error() {
-                Err(e) => e,
-                Ok(v) => panic!("not an error reply: {v:?}"),
-            },
-            Err(e) => e,
-        }
-    }
-
     #[test]
     fn readonly_is_recognised_and_resent_only_when_idempotent() {
-        let err = reply_error(b"-READONLY You can't write against a read only replica.\r\n");
+        let err = server_error(b"-READONLY You can't write against a read only replica.\r\n");
         assert!(is_readonly(&err));
         // The retry layer re-sends a command that may have executed only
         // when it is idempotent: the issue asks exactly that after READONLY.
         assert!(Error::from_redis(err).may_have_executed());
-        assert!(!is_readonly(&reply_error(b"-ERR nope\r\n")));
-        assert!(!is_readonly(&reply_error(b"-LOADING wait\r\n")));
+        assert!(!is_readonly(&server_error(b"-ERR nope\r\n")));
+        assert!(!is_readonly(&server_error(b"-LOADING wait\r\n")));
     }
 }

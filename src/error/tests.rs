@@ -2,7 +2,9 @@
 
 use super::*;
 
-fn server_error(reply: &[u8]) -> redis::RedisError {
+/// The `redis` error of a reply's bytes (an error reply, or a parse error):
+/// the tests' one way to make the errors a server gives.
+pub(crate) fn server_error(reply: &[u8]) -> redis::RedisError {
     match redis::parse_redis_value(reply) {
         Ok(value) => match value.extract_error() {
             Err(e) => e,

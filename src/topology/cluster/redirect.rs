@@ -101,10 +101,7 @@ mod tests {
     use super::*;
 
     fn reply_error(reply: &[u8]) -> Error {
-        match redis::parse_redis_value(reply).map(|v| v.extract_error()) {
-            Ok(Err(e)) | Err(e) => Error::from_redis(e),
-            Ok(Ok(v)) => panic!("not an error: {v:?}"),
-        }
+        Error::from_redis(crate::error::tests::server_error(reply))
     }
 
     #[test]
