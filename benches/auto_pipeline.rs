@@ -20,7 +20,9 @@
 //!
 //! `cargo bench --bench auto_pipeline`. `AUTO_BENCH_THREADS=1,16` picks
 //! thread counts, `AUTO_BENCH_ROUNDS` and `AUTO_BENCH_MS` the rounds and
-//! their length (default 3 rounds of 1000 ms). No criterion: plain timing
+//! their length (default 3 rounds of 1000 ms), `AUTO_BENCH_ONLY=0,4` the
+//! variants by number in the order above (0, raw, is the reference the
+//! ratios need). No criterion: plain timing
 //! loops, numbers printed.
 
 // A benchmark: a failure is a broken environment, panicking says so.
@@ -134,9 +136,15 @@ fn side_by_side(server: &RedisServer, threads: usize, busy: bool, rounds: usize,
     let _spinner = busy.then(Spinner::start);
     let mut ops: [Vec<f64>; 5] = Default::default();
     let mut lat: [Vec<u32>; 5] = Default::default();
+    let only: Option<Vec<usize>> = std::env::var("AUTO_BENCH_ONLY")
+        .ok()
+        .map(|v| v.split(',').filter_map(|t| t.trim().parse().ok()).collect());
     for round in 0..rounds {
         for n in 0..LABELS.len() {
             let i = (round + n) % LABELS.len();
+            if only.as_ref().is_some_and(|o| !o.contains(&i)) {
+                continue;
+            }
             let result = match i {
                 0 => measure(
                     threads,
@@ -181,6 +189,9 @@ fn side_by_side(server: &RedisServer, threads: usize, busy: bool, rounds: usize,
         "", "ops/s", "x raw", "p50 µs", "p99 µs", "p99.9 µs", "p99.9 x raw"
     );
     for i in 0..LABELS.len() {
+        if ops[i].is_empty() {
+            continue;
+        }
         let o = median(&mut ops[i]);
         lat[i].sort_unstable();
         let p999 = percentile_us(&lat[i], 0.999);

@@ -130,7 +130,7 @@ pub fn r2d2_pool(url: &str, size: u32, test: bool) -> r2d2::Pool<redis::Client> 
 /// The median of `v` (sorts it).
 pub fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// The `q` quantile (0..=1) of sorted samples, in microseconds.
