@@ -1,22 +1,25 @@
-//! Automatic pipelining: concurrent calls to one endpoint share a few of
-//! the pool's connections ("lanes"); requests that queue up while a lane is
-//! busy go out in one write, and their replies are read back in order.
+//! Automatic pipelining: concurrent calls to one endpoint share one of the
+//! pool's connections (a "lane"); requests that queue up while it is busy
+//! go out in one write, and their replies are read back in order.
 //!
-//! No thread of its own and no async runtime: flat combining with a
-//! leader. A caller that finds a lane idle leads it: it writes its own
-//! request and reads its own reply, with no hop to another thread (a batch
-//! of one, the cost of a pooled connection). A caller that finds every lane
-//! led queues its request on one and waits. While it waits for its own
-//! reply, the leader writes what queued since (one write per step) and
-//! hands each reply read to its caller. Once its own reply is in and the
-//! replies written with it are read, it writes what queued meanwhile (the
-//! server works on it during the hand-over) and frees the lead: the first
-//! caller to get there takes it, a caller arriving already running or the
-//! waiter woken for it (the one whose reply comes next, else the first
-//! queued). The callers of the rest of its batch are woken only then, so
-//! a leader preempted by a caller it wakes never holds the lane up. With
-//! nobody left, the connection goes back to the pool (health checks,
-//! lifetimes, retirement and accounting stay the pool's).
+//! No async runtime: flat combining with a leader, and a lane thread for
+//! contention. A caller that finds the lane idle leads it: it writes its
+//! own request and reads its own reply, with no hop to another thread (a
+//! batch of one, the cost of a pooled connection). A caller that finds it
+//! led queues its request and waits on its own slot. One batch is in
+//! flight at a time: what queues while it is out goes in the next, so
+//! batches grow with contention (written as they came, requests would
+//! trickle out one or two at a time, each costing a write, a server read
+//! and a reply read of its own). Once its own reply is in and the replies
+//! written with it are read, a leader writes what queued meanwhile (the
+//! server works on it while its callers wake) and frees the lead. The
+//! first to get there takes it: a caller arriving already running, or,
+//! while callers wait, the lane's pump thread ([`pump`]), which leads for
+//! as long as there is work, so that a batch's replies never wait for a
+//! caller to be scheduled to read them. Callers are woken after the lead
+//! has passed, so a leader preempted by a caller it wakes never holds the
+//! lane up. With nobody left, the connection goes back to the pool
+//! (health checks, lifetimes, retirement and accounting stay the pool's).
 //!
 //! Rules this keeps:
 //!
@@ -26,13 +29,17 @@
 //!   is taken off the queue (`may_have_executed` false). Written: its slot
 //!   is abandoned and its reply, when it comes, is read and dropped. A
 //!   leader reads with the socket timeout lowered to the earlier of its own
-//!   deadline and that of the caller whose reply comes next; when that read
+//!   deadline (the pump has none) and that of the caller whose reply comes
+//!   next; when that read
 //!   times out, redis-rs skips the interrupted reply itself when it comes
 //!   (its `messages_to_skip`), the rest of an interrupted pipeline's replies
 //!   are counted as owed and dropped here, so the connection stays in step.
 //!   A connection that returns no reply for a whole socket timeout while
 //!   replies are owed is broken; one that saw a timed-out read is closed,
-//!   not given back to the pool, once nobody shares it.
+//!   not given back to the pool, once nobody shares it. A connection that
+//!   owes replies only to callers that left (a slow command's, most
+//!   likely) takes no new batch: the batch would wait behind it, so it
+//!   goes out on a fresh connection and the old one is closed.
 //! - **Broken connection**: every call written on it and not answered
 //!   fails with an error that may have executed; one of them (the first
 //!   still waiting) counts against the breaker, the others are told not to
@@ -46,12 +53,13 @@
 //!   of its own for the rest of the call at the first such request.
 
 mod classify;
+mod pump;
 
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
@@ -64,13 +72,18 @@ use crate::error::{Error, ErrorClass, ErrorKind};
 
 pub(crate) use classify::is_shareable;
 
-/// Shared connections per endpoint. Two, so that one lane's batch is
-/// written while the other's replies are read.
-pub(crate) const LANES: usize = 2;
+/// Shared connections per endpoint. One: the lane writes its next batch
+/// while the callers of the last are woken, and a second lane halves the
+/// batches. Measured at 16 threads (`benches/auto_pipeline.rs`, three
+/// interleaved sittings): 1.43–1.70× raw with one lane, 1.17–1.31× with
+/// two.
+pub(crate) const LANES: usize = 1;
 
 /// An endpoint's shared connections.
 pub(crate) struct Mux {
     shared: Arc<Shared<RedisManager>>,
+    /// Itself, for the lanes' pump threads (which must not keep it alive).
+    this: Weak<Mux>,
     lanes: Box<[Lane]>,
     /// The database of the endpoint's URL (`get_db`).
     db: i64,
@@ -82,7 +95,11 @@ pub(crate) struct Mux {
 }
 
 struct Lane {
+    /// Its place in `Mux::lanes`.
+    index: usize,
     state: Mutex<LaneState>,
+    /// Leads the lane between callers (see [`pump`]).
+    pump: pump::Pump,
 }
 
 #[derive(Default)]
@@ -203,6 +220,24 @@ struct SlotInner {
     outcome: Option<Outcome>,
 }
 
+impl Slot {
+    fn new(deadline: Option<Instant>, generation: u64, expect: Expect) -> Slot {
+        Slot {
+            cv: Condvar::new(),
+            deadline,
+            generation,
+            expect,
+            inner: Mutex::new(SlotInner {
+                phase: Phase::Queued,
+                lead: false,
+                packed: Vec::new(),
+                batch: 0,
+                outcome: None,
+            }),
+        }
+    }
+}
+
 thread_local! {
     /// The lane a thread tries first, so that threads spread over lanes.
     static HOME: Cell<Option<usize>> = const { Cell::new(None) };
@@ -253,6 +288,13 @@ fn unsent(e: &Error, counted: bool) -> Failure {
     }
 }
 
+/// Who the lead was offered to (see [`Mux::pass_lead`]).
+enum Next {
+    Nobody,
+    Waiter(Arc<Slot>),
+    Pump,
+}
+
 /// Failures of one cause: only the first still waiting is counted.
 enum Failed {
     /// The connection broke after these were written.
@@ -280,18 +322,23 @@ impl Events {
 }
 
 impl Mux {
-    pub(crate) fn new(shared: Arc<Shared<RedisManager>>, db: i64) -> Mux {
-        Mux {
+    /// A mux for `shared`'s endpoint (database `db`), in an `Arc` that
+    /// its lanes' pump threads refer to weakly.
+    pub(crate) fn new(shared: Arc<Shared<RedisManager>>, db: i64) -> Arc<Mux> {
+        Arc::new_cyclic(|this| Mux {
             shared,
+            this: this.clone(),
             db,
             requests: AtomicU64::new(0),
             waits: AtomicU64::new(0),
             lanes: (0..LANES)
-                .map(|_| Lane {
+                .map(|index| Lane {
+                    index,
                     state: Mutex::new(LaneState::default()),
+                    pump: pump::Pump::new(),
                 })
                 .collect(),
-        }
+        })
     }
 
     /// Requests written on a shared connection so far, and how many of
@@ -320,19 +367,7 @@ impl Mux {
         if deadline.is_some_and(|d| self.now() >= d) {
             return Err(timeout_failure(false).unsent_timeout(self));
         }
-        let slot = Arc::new(Slot {
-            cv: Condvar::new(),
-            deadline,
-            generation,
-            expect,
-            inner: Mutex::new(SlotInner {
-                phase: Phase::Queued,
-                lead: false,
-                packed: Vec::new(),
-                batch: 0,
-                outcome: None,
-            }),
-        });
+        let slot = Arc::new(Slot::new(deadline, generation, expect));
         let n = self.lanes.len();
         let home = home_lane(n);
         for k in 0..n {
@@ -345,7 +380,7 @@ impl Mux {
                 // Idle: lead it, no hop.
                 st.led = true;
                 st.queued.push_back(slot.clone());
-                return self.lead(st, &slot, own);
+                return self.lead(lane, st, &slot, own);
             }
         }
         let Some(lane) = self.lanes.get(home) else {
@@ -355,72 +390,91 @@ impl Mux {
         if !st.led {
             st.led = true;
             st.queued.push_back(slot.clone());
-            return self.lead(st, &slot, own);
+            return self.lead(lane, st, &slot, own);
         }
         slot.inner.lock().packed = own.to_vec();
         st.queued.push_back(slot.clone());
         self.waits.fetch_add(1, Ordering::Relaxed);
-        self.wait(st, &slot, own)
+        self.wait(st, lane, &slot, own)
     }
 
-    /// Waits for the reply, for the lead, or for the deadline.
+    /// Waits for the reply, for the lead, or for the deadline. The caller
+    /// sleeps on its own slot's lock, not the lane's: a waiter woken with
+    /// its reply goes on without touching the lane, so waking a batch's
+    /// callers does not make them queue up for the lane's lock.
     fn wait(
         &self,
-        mut st: MutexGuard<'_, LaneState>,
+        st: MutexGuard<'_, LaneState>,
+        lane: &Lane,
         slot: &Arc<Slot>,
         own: &[u8],
     ) -> Result<(Reply, u64), Failure> {
+        drop(st);
         loop {
-            {
-                let mut inner = slot.inner.lock();
+            let mut inner = slot.inner.lock();
+            let timed_out = loop {
+                if inner.outcome.is_some() || inner.lead {
+                    break false;
+                }
+                match slot.deadline {
+                    Some(d) => {
+                        if slot.cv.wait_until(&mut inner, d).timed_out() {
+                            break inner.outcome.is_none() && !inner.lead;
+                        }
+                    }
+                    None => slot.cv.wait(&mut inner),
+                }
+            };
+            if !inner.lead {
                 if let Some(outcome) = inner.outcome.take() {
                     inner.phase = Phase::Done;
-                    drop(inner);
-                    if std::mem::take(&mut slot.inner.lock().lead) && !st.led {
-                        // Woken to lead but answered meanwhile: the lead
-                        // goes on to someone else.
-                        drop(self.pass_lead(&mut st));
-                        drop(st);
-                    }
                     return finish(outcome);
                 }
-                if std::mem::take(&mut inner.lead) && !st.led {
+            }
+            drop(inner);
+            // The lane is needed: to lead, to pass on a lead offered too
+            // late, or to leave at the deadline (lock order: lane, then slot).
+            let mut st = lane.state.lock();
+            let mut inner = slot.inner.lock();
+            let offered = std::mem::take(&mut inner.lead);
+            if let Some(outcome) = inner.outcome.take() {
+                inner.phase = Phase::Done;
+                drop(inner);
+                if offered && !st.led {
+                    // Woken to lead but answered meanwhile: the lead goes
+                    // on to someone else.
+                    self.pass_lead_and_unlock(lane, st);
+                }
+                return finish(outcome);
+            }
+            if offered && !st.led {
+                drop(inner);
+                st.led = true;
+                return self.lead(lane, st, slot, own);
+            }
+            if !timed_out {
+                continue;
+            }
+            let failure = match inner.phase {
+                Phase::Queued => {
+                    inner.phase = Phase::Done;
                     drop(inner);
-                    st.led = true;
-                    return self.lead(st, slot, own);
+                    st.queued.retain(|s| !Arc::ptr_eq(s, slot));
+                    timeout_failure(false).unsent_timeout(self)
                 }
-            }
-            match slot.deadline {
-                Some(d) => {
-                    if slot.cv.wait_until(&mut st, d).timed_out() {
-                        let mut inner = slot.inner.lock();
-                        if inner.outcome.is_some() || inner.lead {
-                            continue;
-                        }
-                        let failure = match inner.phase {
-                            Phase::Queued => {
-                                inner.phase = Phase::Done;
-                                drop(inner);
-                                st.queued.retain(|s| !Arc::ptr_eq(s, slot));
-                                timeout_failure(false).unsent_timeout(self)
-                            }
-                            _ => {
-                                // Written: its reply is read and dropped.
-                                inner.phase = Phase::Abandoned;
-                                drop(inner);
-                                timeout_failure(true)
-                            }
-                        };
-                        if !st.led {
-                            // The lead may have been offered to this caller
-                            // before it left: offered on to the next.
-                            drop(self.pass_lead(&mut st));
-                        }
-                        return Err(failure);
-                    }
+                _ => {
+                    // Written: its reply is read and dropped.
+                    inner.phase = Phase::Abandoned;
+                    drop(inner);
+                    timeout_failure(true)
                 }
-                None => slot.cv.wait(&mut st),
+            };
+            if !st.led {
+                // The lead may have been offered to this caller before it
+                // left: offered on to the next.
+                self.pass_lead_and_unlock(lane, st);
             }
+            return Err(failure);
         }
     }
 
@@ -428,6 +482,7 @@ impl Mux {
     /// and the replies written with it are read; then passes the lead on.
     fn lead(
         &self,
+        lane: &Lane,
         mut st: MutexGuard<'_, LaneState>,
         me: &Arc<Slot>,
         own: &[u8],
@@ -470,7 +525,12 @@ impl Mux {
                 }));
                 break;
             }
-            let batch = if done {
+            // One batch in flight per lane: what queues while it is out
+            // goes in the next. Written as it came, requests would trickle
+            // out one or two at a time (as their callers wake), each costing
+            // a write, a server read and a reply read of its own.
+            let awaited = io.as_ref().is_some_and(Io::awaited);
+            let batch = if done || awaited {
                 Vec::new()
             } else {
                 take_batch(&mut st)
@@ -500,10 +560,8 @@ impl Mux {
             self.apply(&mut events, me, &mut my_outcome);
         }
         st.io = io;
-        // Back to the pool (or closed) before the lane is free, so that its
-        // next leader finds it idle there.
-        drop(self.pass_lead(&mut st));
-        drop(st);
+        // The next leader is woken first: it has I/O to do.
+        self.pass_lead_and_unlock(lane, st);
         events.wake_all();
         match my_outcome {
             Some(outcome) => finish(outcome),
@@ -538,12 +596,15 @@ impl Mux {
     }
 
     /// Frees the lead: whoever comes first takes it, a caller arriving on
-    /// its own (already running) or the waiter woken here, the first still
-    /// waiting for a written reply (it reads next), else the first queued
-    /// (it writes next). With nothing left to do, releases the connection:
-    /// returned, to give back to the pool (or close) before the lane's
-    /// lock is released.
-    fn pass_lead(&self, st: &mut LaneState) -> Option<PooledConnection> {
+    /// its own (already running) or the one offered it here. While callers
+    /// wait (a written reply, or a queued request), it is offered to the
+    /// lane's pump; without one, to the first still waiting for a written
+    /// reply (it reads next), else the first queued (it writes next). Who
+    /// is offered it is woken once the lane's lock is released (woken under
+    /// it, it would only wait for the lock). With nothing left to do, the
+    /// connection is given back to the pool (or closed) before the lane's
+    /// lock is released, so that the lane's next leader finds it there.
+    fn pass_lead(&self, lane: &Lane, st: &mut LaneState) -> Next {
         st.led = false;
         let next = st
             .io
@@ -555,17 +616,95 @@ impl Mux {
             })
             .or_else(|| st.queued.front());
         if let Some(next) = next {
+            if lane.pump.available() {
+                return Next::Pump;
+            }
             next.inner.lock().lead = true;
-            next.cv.notify_one();
-            return None;
+            return Next::Waiter(next.clone());
         }
-        let io = st.io.take()?;
-        let mut conn = io.conn;
-        if !io.inflight.is_empty() || io.owed > 0 || io.retiring || io.timed_out {
-            // Nobody waits for what it still owes: closed rather than kept.
-            conn.mark_broken();
+        if let Some(io) = st.io.take() {
+            let mut conn = io.conn;
+            if !io.inflight.is_empty() || io.owed > 0 || io.retiring || io.timed_out {
+                // Nobody waits for what it still owes: closed rather than kept.
+                conn.mark_broken();
+            }
+            drop(conn);
         }
-        Some(conn)
+        Next::Nobody
+    }
+
+    /// [`Mux::pass_lead`], then releases the lane and wakes the new leader.
+    fn pass_lead_and_unlock(&self, lane: &Lane, mut st: MutexGuard<'_, LaneState>) {
+        let next = self.pass_lead(lane, &mut st);
+        drop(st);
+        match next {
+            Next::Nobody => {}
+            Next::Waiter(slot) => {
+                slot.cv.notify_one();
+            }
+            Next::Pump => {
+                if !lane.pump.offer(&self.this, lane.index) {
+                    // No pump thread: offered to a waiting caller instead.
+                    let st = lane.state.lock();
+                    if !st.led {
+                        self.pass_lead_and_unlock(lane, st);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Leads lane `index` for its pump thread, while callers wait: writes
+    /// a batch when none is awaited, reads replies, and hands them over;
+    /// gives the lead up when nobody waits any more.
+    fn pump(&self, index: usize) {
+        let Some(lane) = self.lanes.get(index) else {
+            return;
+        };
+        let mut st = lane.state.lock();
+        if st.led {
+            // A caller got there first.
+            return;
+        }
+        st.led = true;
+        // The pump has no request of its own: a slot no queue holds.
+        let nobody = Arc::new(Slot::new(None, 0, Expect::One));
+        let mut io = st.io.take();
+        let mut events = Events::default();
+        let mut none = None;
+        loop {
+            let awaited = io.as_ref().is_some_and(Io::awaited);
+            if !awaited && st.queued.is_empty() {
+                break;
+            }
+            let batch = if awaited {
+                Vec::new()
+            } else {
+                take_batch(&mut st)
+            };
+            MutexGuard::unlocked(&mut st, || {
+                self.step(&mut io, batch, &nobody, &[], &mut events, false);
+            });
+            self.apply(&mut events, &nobody, &mut none);
+            if !io.as_ref().is_some_and(Io::awaited)
+                && io.as_ref().is_some_and(Io::usable)
+                && !st.queued.is_empty()
+            {
+                // A batch answered: the next goes out before its callers
+                // are woken, so the server works while they run.
+                let batch = take_batch(&mut st);
+                MutexGuard::unlocked(&mut st, || {
+                    self.step(&mut io, batch, &nobody, &[], &mut events, true);
+                });
+                self.apply(&mut events, &nobody, &mut none);
+            }
+            if !events.wake.is_empty() {
+                MutexGuard::unlocked(&mut st, || events.wake_all());
+            }
+        }
+        st.io = io;
+        self.pass_lead_and_unlock(lane, st);
+        events.wake_all();
     }
 
     /// One step of I/O, without the lane's lock: the connection if needed,
@@ -580,6 +719,19 @@ impl Mux {
         write_only: bool,
     ) {
         if !batch.is_empty() {
+            if io.as_ref().is_some_and(Io::owes_only_callers_gone) {
+                // What it still owes is a reply nobody waits for, most
+                // likely a slow command's (its caller's deadline passed):
+                // a new batch would wait behind it, so a fresh connection
+                // takes the batch and this one is closed.
+                if let Some(old) = io.take() {
+                    let err = io_error(
+                        io::ErrorKind::TimedOut,
+                        "the shared connection owed replies only to callers that left",
+                    );
+                    self.broken(old, err, events);
+                }
+            }
             if !io.as_ref().is_some_and(Io::usable) {
                 if let Some(old) = io.take() {
                     self.broken(
@@ -872,6 +1024,20 @@ impl Io {
             retiring: false,
             timed_out: false,
         }
+    }
+
+    /// A caller waits for a reply written on it (not only abandoned slots
+    /// or owed replies): the next batch waits until it is answered.
+    fn awaited(&self) -> bool {
+        self.inflight
+            .iter()
+            .any(|s| s.inner.lock().phase == Phase::Written)
+    }
+
+    /// Replies are owed on it (or redis-rs owes itself the late reply of
+    /// a timed-out read), but no caller waits for one.
+    fn owes_only_callers_gone(&self) -> bool {
+        (self.owed > 0 || !self.inflight.is_empty() || self.timed_out) && !self.awaited()
     }
 
     /// New batches may go out on it.
