@@ -139,6 +139,8 @@ pub struct Config {
     pub(crate) max_redirects: u32,
     /// Automatic pipelining (see [`Config::auto_pipeline`]).
     pub(crate) auto_pipeline: bool,
+    /// See [`Config::auto_pipeline_share_from`].
+    pub(crate) auto_pipeline_share_from: usize,
 }
 
 impl Default for Config {
@@ -178,6 +180,7 @@ impl Default for Config {
             read_from_replicas: false,
             max_redirects: crate::topology::cluster::DEFAULT_MAX_REDIRECTS,
             auto_pipeline: false,
+            auto_pipeline_share_from: 8,
         }
     }
 }
@@ -367,6 +370,13 @@ impl Config {
         self.auto_pipeline
     }
 
+    /// Calls in progress from which a call that finds the shared
+    /// connection busy waits for it (see
+    /// [`ConfigBuilder::auto_pipeline_share_from`](crate::ConfigBuilder::auto_pipeline_share_from)).
+    pub fn auto_pipeline_share_from(&self) -> usize {
+        self.auto_pipeline_share_from
+    }
+
     /// How long the primary is left alone after a failover before probing.
     pub fn failover_cooldown(&self) -> Duration {
         self.failover_cooldown
@@ -418,6 +428,7 @@ impl fmt::Debug for Config {
             // Paths only: certificate and key contents are never shown.
             .field("tls", &self.tls)
             .field("auto_pipeline", &self.auto_pipeline)
+            .field("auto_pipeline_share_from", &self.auto_pipeline_share_from)
             .finish()
     }
 }
@@ -476,7 +487,11 @@ impl fmt::Display for Config {
             Some(n) => writeln!(f, "compression_threshold  = {n}")?,
             None => writeln!(f, "compression_threshold  = off")?,
         }
-        writeln!(f, "auto_pipeline          = {}", self.auto_pipeline)?;
+        writeln!(
+            f,
+            "auto_pipeline          = {}, shared from {} calls",
+            self.auto_pipeline, self.auto_pipeline_share_from
+        )?;
         writeln!(f, "failover_cooldown      = {:?}", self.failover_cooldown)?;
         writeln!(f, "failover_grace         = {:?}", self.failover_grace())?;
         write!(

@@ -63,7 +63,7 @@ fn the_lane_thread_starts_when_callers_contend_and_exits_with_the_client() {
 
     // Callers that contend: the lead goes to the lane's thread.
     let stop = Arc::new(AtomicBool::new(false));
-    let workers: Vec<_> = (0..8)
+    let workers: Vec<_> = (0..12)
         .map(|t| {
             let (client, stop) = (client.clone(), stop.clone());
             std::thread::spawn(move || {

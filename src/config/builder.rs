@@ -221,19 +221,32 @@ impl ConfigBuilder {
     }
 
     /// Automatic pipelining: concurrent calls from many threads to one
-    /// endpoint share a few connections (two per endpoint, taken from the
-    /// pool); requests that queue up while one is busy are written in one
-    /// batch and their replies read back in order. A call that finds a
-    /// shared connection idle sends and reads itself (no hop to another
-    /// thread). Blocking commands, `MULTI`/`EXEC`/`WATCH`, `SUBSCRIBE`,
+    /// endpoint share one of its pool's connections; requests that queue
+    /// up while it is busy are written in one batch and their replies read
+    /// back in order. A call that finds it idle sends and reads itself (no
+    /// hop to another thread); while calls queue, a thread of the client's
+    /// (`rr-pipeline`, one per endpoint, started at the first contention)
+    /// reads the replies and hands them over. With fewer calls in progress
+    /// than [`auto_pipeline_share_from`](Self::auto_pipeline_share_from),
+    /// a call that finds it busy takes a pooled connection of its own
+    /// instead. Blocking commands, `MULTI`/`EXEC`/`WATCH`, `SUBSCRIBE`,
     /// connection-state commands (`SELECT`, `CLIENT`, `AUTH`, `HELLO`) and
     /// commands the client does not know always get a connection of their
-    /// own. Defaults to `false`: on the benchmark (README, Performance) it
-    /// added 0.4–2.5 µs to a call's median at one thread and raised p99 at
-    /// 4 and 16 threads on a 2-core machine, and paid off only at 64
-    /// threads. Turn it on for many threads sharing one client.
+    /// own. Defaults to `false`: see README, Automatic pipelining, for the
+    /// measurements behind that. Turn it on for many threads sharing one
+    /// client.
     pub fn auto_pipeline(mut self, v: bool) -> Self {
         self.config.auto_pipeline = v;
+        self
+    }
+
+    /// With [`auto_pipeline`](Self::auto_pipeline): how many calls must be
+    /// in progress on an endpoint for a call that finds the shared
+    /// connection busy to wait for it; with fewer, it takes a pooled
+    /// connection of its own. Batches of one or two gain nothing and cost
+    /// a hop to another thread. Defaults to 8; 0 or 1: always wait.
+    pub fn auto_pipeline_share_from(mut self, calls: usize) -> Self {
+        self.config.auto_pipeline_share_from = calls;
         self
     }
 

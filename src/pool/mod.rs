@@ -117,7 +117,9 @@ impl Pool {
         let shared = Arc::new(Shared::new(manager, settings, clock));
         let maintenance = Arc::new(Maintenance::start(&shared));
         let db = endpoint.info.redis_settings().db();
-        let mux = config.auto_pipeline.then(|| Mux::new(shared.clone(), db));
+        let mux = config
+            .auto_pipeline
+            .then(|| Mux::new(shared.clone(), db, config.auto_pipeline_share_from));
         Pool {
             shared,
             _maintenance: maintenance,

@@ -282,8 +282,8 @@ fn client_handshake_reset_counts_against_the_breaker() {
     assert_eq!(healthy.stats().fallback_writes, 0);
 }
 
-/// Automatic pipelining over `rediss://`: eight threads share the two TLS
-/// connections (their requests batched, every reply to its own caller),
+/// Automatic pipelining over `rediss://`: eight threads share one TLS
+/// connection (their requests batched, every reply to its own caller),
 /// and nothing but TLS goes over the wire.
 #[test]
 fn auto_pipelining_shares_tls_connections() {
@@ -296,6 +296,7 @@ fn auto_pipelining_shares_tls_connections() {
             fast(&url)
                 .tls_ca_file(certs.path("ca.pem"))
                 .auto_pipeline(true)
+                .auto_pipeline_share_from(0)
                 .fallback_mode(FallbackMode::Disabled)
                 .build()
                 .unwrap(),
