@@ -401,16 +401,13 @@ impl Client {
                 }
                 c.req_packed_commands(&pipe.get_packed_pipeline(), 0, pipe.len())
             },
-            Fallback::Read(|m: &MemoryStore| {
+            Fallback::Read(|m: &MemoryStore, now| {
                 Ok(prefixed
                     .iter()
                     .map(|slot| {
                         Value::Array(
                             slot.iter()
-                                .map(|k| {
-                                    m.get(k)
-                                        .map_or(Value::Nil, |v| Value::BulkString(v.to_vec()))
-                                })
+                                .map(|k| m.get_vec_at(k, now).map_or(Value::Nil, Value::BulkString))
                                 .collect(),
                         )
                     })

@@ -169,11 +169,21 @@ impl Shard {
     }
 
     pub(crate) fn get(&mut self, key: Hashed<'_>, now: Instant) -> Option<Bytes> {
+        self.get_with(key, now, Bytes::clone)
+    }
+
+    /// [`Shard::get`], handing the value to `f` instead of cloning it.
+    pub(crate) fn get_with<R>(
+        &mut self,
+        key: Hashed<'_>,
+        now: Instant,
+        f: impl FnOnce(&Bytes) -> R,
+    ) -> Option<R> {
         match self.live(key, now) {
             Some(idx) => {
                 self.touch(idx);
                 self.counters.hits += 1;
-                self.node(idx).map(|n| n.value.clone())
+                self.node(idx).map(|n| f(&n.value))
             }
             None => {
                 self.counters.misses += 1;

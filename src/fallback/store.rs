@@ -21,6 +21,13 @@ const MIN_ENTRIES_PER_SHARD: usize = 64;
 /// automatically; it is also the largest value such a store accepts.
 const MIN_BYTES_PER_SHARD: usize = 1 << 20;
 
+/// Values up to this size are copied out under the shard lock by
+/// [`MemoryStore::get_vec_at`]: a copy this small costs about what sharing
+/// the value would (an atomic increment under the lock, a decrement after
+/// it), and saves those two. Larger values are shared and copied after the
+/// lock is released, so that no read holds a shard for long.
+const COPY_UNDER_LOCK: usize = 512;
+
 /// Whether [`MemoryStore::set`] stored the value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
@@ -201,6 +208,23 @@ impl MemoryStore {
         let key = self.hashed(key);
         let now = self.clock.now();
         self.shard(key).lock().get(key, now)
+    }
+
+    /// [`MemoryStore::get`] at `now`, an instant the caller read from this
+    /// store's clock for the same call (one clock read per call served
+    /// from memory, not one per step), as a copy of the value: what a
+    /// caller of the client receives.
+    pub(crate) fn get_vec_at(&self, key: &[u8], now: Instant) -> Option<Vec<u8>> {
+        let key = self.hashed(key);
+        let found = self.shard(key).lock().get_with(key, now, |v| {
+            if v.len() <= COPY_UNDER_LOCK {
+                Ok(v.to_vec())
+            } else {
+                Err(v.clone())
+            }
+        });
+        // The lock is released: the large value is copied now.
+        found.map(|v| v.unwrap_or_else(|shared| shared.to_vec()))
     }
 
     /// Stores `value` under `key`, replacing any previous value and TTL;

@@ -54,10 +54,13 @@ impl CallTimer {
         CallTimer { start, outer }
     }
 
-    /// How long the call took: to its last checkin, or to now (read from
-    /// `clock`) when it checked nothing in.
-    pub(crate) fn finish(self, clock: &dyn Clock) -> Duration {
-        END.get()
+    /// How long the call took: to `served_at` when the in-memory store
+    /// served it (read for the store, after every checkin), else to its
+    /// last checkin, or to now (read from `clock`) when it checked nothing
+    /// in.
+    pub(crate) fn finish(self, clock: &dyn Clock, served_at: Option<Instant>) -> Duration {
+        served_at
+            .or_else(|| END.get())
             .unwrap_or_else(|| clock.now())
             .saturating_duration_since(self.start)
         // Dropped here: the cells are restored.
@@ -114,7 +117,7 @@ mod tests {
         clock.advance(ms(2));
         checked_in(clock.now());
         clock.advance(ms(40));
-        assert_eq!(timer.finish(&clock), ms(3));
+        assert_eq!(timer.finish(&clock, None), ms(3));
     }
 
     #[test]
@@ -122,7 +125,7 @@ mod tests {
         let clock = ManualClock::new();
         let timer = CallTimer::start(&clock);
         clock.advance(ms(7));
-        assert_eq!(timer.finish(&clock), ms(7));
+        assert_eq!(timer.finish(&clock, None), ms(7));
         // Nothing is left behind for the next call's checkout.
         clock.advance(ms(1));
         assert_eq!(checkout_now(&clock), clock.now());
@@ -138,14 +141,14 @@ mod tests {
         // Backoff, then an attempt the open breaker refuses (no checkout).
         clock.advance(ms(100));
         resumed();
-        assert_eq!(timer.finish(&clock), ms(102));
+        assert_eq!(timer.finish(&clock, None), ms(102));
         // A checkout that fails (no checkin) does not end the call early.
         let timer = CallTimer::start(&clock);
         let _ = checkout_now(&clock);
         checked_in(clock.now());
         let _ = checkout_now(&clock);
         clock.advance(ms(30));
-        assert_eq!(timer.finish(&clock), ms(30));
+        assert_eq!(timer.finish(&clock, None), ms(30));
     }
 
     #[test]
@@ -171,9 +174,9 @@ mod tests {
         let inner = CallTimer::start(&clock);
         clock.advance(ms(5));
         checked_in(clock.now());
-        assert_eq!(inner.finish(&clock), ms(5));
+        assert_eq!(inner.finish(&clock, None), ms(5));
         clock.advance(ms(10));
         // The outer call's last checkin is still its own.
-        assert_eq!(outer.finish(&clock), ms(1));
+        assert_eq!(outer.finish(&clock, None), ms(1));
     }
 }
