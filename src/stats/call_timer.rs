@@ -8,15 +8,18 @@
 //!
 //! - [`CallTimer::start`] reads the clock once when the call begins and
 //!   leaves that instant for the call's first checkout
-//!   ([`checkout_now`]), which would otherwise read the clock itself;
+//!   ([`checkout_now`]), which would otherwise read the clock itself, and
+//!   for the breaker's check before it ([`call_start`]): a call the open
+//!   breaker refuses reads no clock of its own;
 //! - the pool reports each checkin's instant ([`checked_in`]), and
 //!   [`CallTimer::finish`] takes the last one as the call's end, unless the
 //!   call went on after it: a later checkout or a retry ([`resumed`])
 //!   forgets it.
 //!
-//! A call that did not end at a checkin (served from memory, failed before
-//! a checkout, a failed checkout after a backoff) reads the clock at the
-//! end instead. The
+//! A call served from memory ends at the instant read for the store
+//! ([`CallTimer::finish`]'s `served_at`). Any other call that did not end
+//! at a checkin (failed before a checkout, a failed checkout after a
+//! backoff) reads the clock at the end instead. The
 //! measured duration stops when the connection went back to the pool: the
 //! reply is decoded a few hundred nanoseconds later, far below the first
 //! bucket (50 µs).
@@ -85,10 +88,20 @@ pub(crate) fn checkout_now(clock: &dyn Clock) -> Instant {
     START.take().unwrap_or_else(|| clock.now())
 }
 
+/// "Now" for a check made before the call's first checkout (the breaker's):
+/// the running call's start while no checkout has taken it, else
+/// `clock.now()`. Does not take it: the checkout that follows uses it too.
+pub(crate) fn call_start(clock: &dyn Clock) -> Instant {
+    START.get().unwrap_or_else(|| clock.now())
+}
+
 /// The running call goes on after its last checkin (a retry's backoff, a
 /// next attempt that may fail before any checkout): it ends at its next
-/// checkin, or when it finishes.
+/// checkin, or when it finishes. Its start is no longer "now" for the next
+/// attempt (an attempt the breaker refused leaves it untaken, and the
+/// backoff waited since): dropped.
 pub(crate) fn resumed() {
+    START.set(None);
     END.set(None);
 }
 
@@ -149,6 +162,26 @@ mod tests {
         let _ = checkout_now(&clock);
         clock.advance(ms(30));
         assert_eq!(timer.finish(&clock, None), ms(30));
+    }
+
+    #[test]
+    fn the_start_is_now_for_the_breaker_until_a_checkout_or_a_backoff() {
+        let clock = ManualClock::new();
+        let timer = CallTimer::start(&clock);
+        let start = clock.now();
+        clock.advance(ms(1));
+        // Not taken: the checkout that follows uses it as well.
+        assert_eq!(call_start(&clock), start);
+        assert_eq!(checkout_now(&clock), start);
+        assert_eq!(call_start(&clock), clock.now());
+        drop(timer);
+        // An attempt the breaker refused leaves the start untaken; the
+        // backoff before the next attempt drops it.
+        let _timer = CallTimer::start(&clock);
+        clock.advance(ms(50));
+        resumed();
+        assert_eq!(call_start(&clock), clock.now());
+        assert_eq!(checkout_now(&clock), clock.now());
     }
 
     #[test]
