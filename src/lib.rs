@@ -100,6 +100,7 @@ mod pool;
 mod retry;
 mod router;
 mod stats;
+mod thread_slot;
 mod tls;
 mod topology;
 

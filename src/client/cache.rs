@@ -13,7 +13,6 @@ use crate::codec::{Codec, MAX_VALUE_BYTES};
 use crate::consistency::{Access, Mirror};
 use crate::error::{Error, ErrorClass, ErrorKind};
 use crate::fallback::{JournalOp, MemoryStore, SetOutcome};
-use crate::stats::Counters;
 
 impl Client {
     /// The value of `key`, or `None` when it does not exist.
@@ -380,7 +379,7 @@ impl Client {
 
     pub(super) fn count_read(&self, hit: bool) {
         let c = &self.inner.counters;
-        Counters::bump(if hit { &c.hits } else { &c.misses });
+        if hit { &c.hits } else { &c.misses }.bump();
     }
 }
 

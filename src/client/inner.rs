@@ -192,7 +192,7 @@ impl Inner {
         redis_op: impl FnMut(&mut PooledConnection) -> Result<T, Error>,
         fallback: Fallback<impl FnOnce(&MemoryStore, Instant) -> Result<T, Error>>,
     ) -> (Result<T, Error>, bool, Option<Instant>) {
-        Counters::bump(&self.counters.requests);
+        self.counters.requests.bump();
         if self.router.is_none() {
             let (result, at) = self.serve_from_memory(keys, None, fallback);
             return (result, false, Some(at));
@@ -350,7 +350,7 @@ impl Inner {
         idempotent: bool,
         mut op: impl FnMut(&mut PooledConnection) -> RedisResult<T>,
     ) -> Result<T, Error> {
-        Counters::bump(&self.counters.requests);
+        self.counters.requests.bump();
         let timer = CallTimer::start(&*self.clock);
         let result = match keys {
             CommandKeys::Known { keys, read_only } => {
@@ -443,7 +443,7 @@ impl Inner {
                 op(memory, now)
             }
             Fallback::Read(op) => {
-                Counters::bump(&self.counters.fallback_reads);
+                self.counters.fallback_reads.bump();
                 op(memory, now)
             }
             Fallback::Write(_, op) if self.router.is_none() => {
