@@ -51,8 +51,9 @@ fn seeds() -> [u64; 3] {
     })
 }
 
-/// The 128-bit product of `a` and `b`, its halves xored: every output bit
-/// depends on every input bit of both.
+/// The 128-bit product of `a` and `b`, its halves xored: the mixing step
+/// of wyhash and foldhash (the middle bits of a product depend on most
+/// bits of both factors; the fold brings them to both ends).
 #[inline]
 fn fold_mul(a: u64, b: u64) -> u64 {
     let full = u128::from(a) * u128::from(b);
@@ -179,7 +180,9 @@ pub(crate) struct MapKey(pub(crate) Bytes);
 /// What a [`KeyMap`] is searched by: a stored key or a [`Hashed`] one,
 /// compared by bytes and hashed alike.
 pub(crate) trait KeyView {
+    /// The key, compared for equality.
     fn bytes(&self) -> &[u8];
+    /// [`KeyHasher::hash`] of [`KeyView::bytes`].
     fn key_hash(&self) -> u64;
 }
 
