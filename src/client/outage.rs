@@ -167,11 +167,20 @@ impl Outage {
 
     /// The counts for a summary line when one is due (and starts the next
     /// period); the caller logs it once the lock is released.
+    #[inline]
     fn summary_due(s: &mut State, now: Instant) -> Option<Summary> {
         let due = s.next_summary.is_none_or(|at| now >= at);
         if !due {
             return None;
         }
+        Self::summary(s, now)
+    }
+
+    /// The counts for the summary line due at `now`. Out of line: once a
+    /// minute, while [`Outage::summary_due`] runs on every call served from
+    /// memory.
+    #[cold]
+    fn summary(s: &mut State, now: Instant) -> Option<Summary> {
         let (kind, message) = s
             .cause
             .clone()
@@ -205,26 +214,35 @@ struct Summary {
 }
 
 /// Logs `summary`, if there is one. Never called with the state locked.
+/// Inline: it is called on every call served from memory, and almost
+/// always with nothing to log.
+#[inline]
 fn log_summary(summary: Option<Summary>, at: Scope<'_>) {
-    if let Some(Summary {
+    if let Some(summary) = summary {
+        log_summary_line(summary, at);
+    }
+}
+
+/// The summary line itself (once a minute at most).
+#[cold]
+fn log_summary_line(summary: Summary, at: Scope<'_>) {
+    let Summary {
         served,
         suppressed,
         kind,
         message,
-    }) = summary
-    {
-        let (endpoint, breaker) = at();
-        log_fields!(
-            log::Level::Warn,
-            Fields::new("outage_summary")
-                .error(kind.as_str(), &message)
-                .count(suppressed)
-                .at(endpoint, breaker),
-            duration_ms = millis(SUMMARY_PERIOD);
-            "redis still unavailable: {served} operations served from memory, {suppressed} errors suppressed in the last {} s",
-            SUMMARY_PERIOD.as_secs()
-        );
-    }
+    } = summary;
+    let (endpoint, breaker) = at();
+    log_fields!(
+        log::Level::Warn,
+        Fields::new("outage_summary")
+            .error(kind.as_str(), &message)
+            .count(suppressed)
+            .at(endpoint, breaker),
+        duration_ms = millis(SUMMARY_PERIOD);
+        "redis still unavailable: {served} operations served from memory, {suppressed} errors suppressed in the last {} s",
+        SUMMARY_PERIOD.as_secs()
+    );
 }
 
 #[cfg(test)]
