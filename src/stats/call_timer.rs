@@ -17,7 +17,9 @@
 //!   forgets it.
 //!
 //! A call served from memory ends at the instant read for the store
-//! ([`CallTimer::finish`]'s `served_at`). Any other call that did not end
+//! ([`CallTimer::finish`]'s `served_at`): the store's work after it (its
+//! locks and a copy) is not timed, as the reply's decoding after a checkin
+//! is not. Any other call that did not end
 //! at a checkin (failed before a checkout, a failed checkout after a
 //! backoff) reads the clock at the end instead. The
 //! measured duration stops when the connection went back to the pool: the
