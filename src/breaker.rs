@@ -159,10 +159,27 @@ impl CircuitBreaker {
     /// wait and converts into an [`Error`] of kind `CircuitOpen`.
     #[inline]
     pub fn try_acquire(&self) -> Result<Permit<'_>, Rejected> {
-        match self
-            .fast
-            .try_acquire(self.config.open_timeout, || self.clock.now())
-        {
+        self.try_acquire_with(|| self.clock.now())
+    }
+
+    /// [`CircuitBreaker::try_acquire`] for an attempt of a client call on
+    /// this thread: before the call's first checkout, the clock read that
+    /// started the call is still "now" (see
+    /// `stats::call_timer::call_start`), so a call the open breaker refuses
+    /// needs no clock read of its own. A state change (the open period
+    /// over) still reads the clock under the lock. The client's breakers
+    /// share its clock, which the call's start was read from.
+    #[inline]
+    pub(crate) fn try_acquire_for_call(&self) -> Result<Permit<'_>, Rejected> {
+        self.try_acquire_with(|| crate::stats::call_timer::call_start(&*self.clock))
+    }
+
+    #[inline]
+    fn try_acquire_with(
+        &self,
+        now: impl FnOnce() -> std::time::Instant,
+    ) -> Result<Permit<'_>, Rejected> {
+        match self.fast.try_acquire(self.config.open_timeout, now) {
             Quick::Granted(generation) => {
                 let grant = Grant {
                     generation,

@@ -43,8 +43,6 @@ pub(crate) mod model;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,9 +52,11 @@ use parking_lot::{Mutex, MutexGuard};
 pub(crate) use self::command::{command_keys, is_listed_command, pipeline_keys, CommandKeys};
 use crate::error::{Error, ErrorClass, ErrorKind};
 use crate::fallback::{Bytes, JournalOp, MemoryStore, Reconcile, SetOutcome};
+use crate::key_hash::{Hashed, KeyHasher, KeyMap, MapKey};
 use crate::router::Role;
 
 /// Shards of the key map: enough that 16+ threads rarely meet on one lock.
+/// A power of two (see [`Hashed::shard`]).
 const SHARDS: usize = 16;
 
 /// How an operation uses the keys it names.
@@ -142,7 +142,7 @@ impl KeyState {
     }
 }
 
-type Shard = HashMap<Bytes, KeyState>;
+type Shard = KeyMap<KeyState>;
 
 /// What one attempt on an endpoint must send first, and what it must check
 /// off when it is done. Empty (no allocation) on the fast path.
@@ -227,7 +227,7 @@ impl Batch {
 /// The per-key consistency state of one client; see the module docs.
 pub(crate) struct Consistency {
     shards: Box<[Mutex<Shard>]>,
-    hasher: RandomState,
+    hasher: KeyHasher,
     /// Entries in all shards: 0 lets every call skip the locks.
     tracked: AtomicUsize,
     max_keys: usize,
@@ -264,8 +264,8 @@ impl Consistency {
         has_secondary: bool,
     ) -> Consistency {
         Consistency {
-            shards: (0..SHARDS).map(|_| Mutex::new(Shard::new())).collect(),
-            hasher: RandomState::new(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            hasher: KeyHasher::new(),
             tracked: AtomicUsize::new(0),
             max_keys: max_keys.max(1),
             key_bytes: AtomicUsize::new(0),
@@ -277,8 +277,17 @@ impl Consistency {
         }
     }
 
-    fn shard_of(&self, key: &[u8]) -> usize {
-        (self.hasher.hash_one(key) as usize) % self.shards.len()
+    /// `key` hashed once, for both its shard and the shard's map.
+    fn hashed<'k>(&self, key: &'k [u8]) -> Hashed<'k> {
+        self.hasher.hashed(key)
+    }
+
+    fn shard_of(&self, key: &Hashed<'_>) -> usize {
+        key.shard(self.shards.len())
+    }
+
+    fn lock(&self, key: &Hashed<'_>) -> MutexGuard<'_, Shard> {
+        self.shards[self.shard_of(key)].lock()
     }
 
     /// Keys tracked (journaled, or stale somewhere).
@@ -315,9 +324,9 @@ impl Consistency {
             return false;
         }
         keys.iter().any(|k| {
-            self.shards[self.shard_of(k)]
-                .lock()
-                .get(*k)
+            let k = self.hashed(k);
+            self.lock(&k)
+                .get(k.view())
                 .is_some_and(|e| e.memory.is_some())
         })
     }
@@ -334,9 +343,9 @@ impl Consistency {
         )
     }
 
-    fn insert<'s>(&self, shard: &'s mut Shard, key: &[u8]) -> Option<&'s mut KeyState> {
-        if !shard.contains_key(key) {
-            let cost = key_cost(key);
+    fn insert<'s>(&self, shard: &'s mut Shard, key: &Hashed<'_>) -> Option<&'s mut KeyState> {
+        if !shard.contains_key(key.view()) {
+            let cost = key_cost(key.bytes);
             if self.len() >= self.max_keys
                 || self.key_bytes.load(Ordering::Acquire).saturating_add(cost) > self.max_key_bytes
             {
@@ -344,16 +353,17 @@ impl Consistency {
             }
             self.tracked.fetch_add(1, Ordering::AcqRel);
             self.key_bytes.fetch_add(cost, Ordering::AcqRel);
-            shard.insert(Arc::from(key), KeyState::default());
+            shard.insert(MapKey(Arc::from(key.bytes)), KeyState::default());
         }
-        shard.get_mut(key)
+        shard.get_mut(key.view())
     }
 
-    fn remove_if_clear(&self, shard: &mut Shard, key: &[u8]) {
-        if shard.get(key).is_some_and(KeyState::is_clear) {
-            shard.remove(key);
+    fn remove_if_clear(&self, shard: &mut Shard, key: &Hashed<'_>) {
+        if shard.get(key.view()).is_some_and(KeyState::is_clear) {
+            shard.remove(key.view());
             self.tracked.fetch_sub(1, Ordering::AcqRel);
-            self.key_bytes.fetch_sub(key_cost(key), Ordering::AcqRel);
+            self.key_bytes
+                .fetch_sub(key_cost(key.bytes), Ordering::AcqRel);
         }
     }
 
@@ -387,9 +397,10 @@ impl Consistency {
         let mut prepare = redis::pipe();
         let mut prepared = 0usize;
         for (i, key) in keys.iter().enumerate() {
-            let mut shard = self.shards[self.shard_of(key)].lock();
+            let hashed = self.hashed(key);
+            let mut shard = self.lock(&hashed);
             let entry = if records {
-                match self.insert(&mut shard, key) {
+                match self.insert(&mut shard, &hashed) {
                     Some(e) => e,
                     None => {
                         drop(shard);
@@ -400,7 +411,7 @@ impl Consistency {
                     }
                 }
             } else {
-                match shard.get_mut(*key) {
+                match shard.get_mut(hashed.view()) {
                     Some(e) => e,
                     None => continue,
                 }
@@ -479,8 +490,9 @@ impl Consistency {
             let Some(key) = keys.get(seen.index) else {
                 continue;
             };
-            let mut shard = self.shards[self.shard_of(key)].lock();
-            if let Some(e) = shard.get_mut(*key) {
+            let key = self.hashed(key);
+            let mut shard = self.lock(&key);
+            if let Some(e) = shard.get_mut(key.view()) {
                 if seen.replays {
                     e.replaying = e.replaying.saturating_sub(1);
                 }
@@ -491,7 +503,7 @@ impl Consistency {
                     }
                 }
             }
-            self.remove_if_clear(&mut shard, key);
+            self.remove_if_clear(&mut shard, &key);
         }
     }
 
@@ -552,8 +564,9 @@ impl Consistency {
                 marks,
             } = seen;
             let Some(key) = keys.get(i) else { continue };
-            let mut shard = self.shards[self.shard_of(key)].lock();
-            let Some(entry) = shard.get_mut(*key) else {
+            let hashed = self.hashed(key);
+            let mut shard = self.lock(&hashed);
+            let Some(entry) = shard.get_mut(hashed.view()) else {
                 continue;
             };
             // Writes to the primary never race with a cleaning: whichever
@@ -626,7 +639,7 @@ impl Consistency {
                     entry.contended = false;
                 }
             }
-            self.remove_if_clear(&mut shard, key);
+            self.remove_if_clear(&mut shard, &hashed);
         }
     }
 
@@ -645,7 +658,8 @@ impl Consistency {
         memory: &MemoryStore,
         write: impl FnOnce(&MemoryStore) -> Result<T, Error>,
     ) -> Result<T, Error> {
-        let mut indices: Vec<usize> = keys.iter().map(|k| self.shard_of(k)).collect();
+        let hashed: Vec<Hashed<'_>> = keys.iter().map(|k| self.hashed(k)).collect();
+        let mut indices: Vec<usize> = hashed.iter().map(|k| self.shard_of(k)).collect();
         indices.sort_unstable();
         indices.dedup();
         // In index order, so two multi-key writes never deadlock.
@@ -654,12 +668,12 @@ impl Consistency {
             .map(|&i| (i, self.shards[i].lock()))
             .collect();
         let (mut new_keys, mut new_bytes) = (0usize, 0usize);
-        for key in keys {
+        for key in &hashed {
             let i = self.shard_of(key);
             if let Some((_, g)) = guards.iter().find(|(j, _)| *j == i) {
-                if !g.contains_key(*key) {
+                if !g.contains_key(key.view()) {
                     new_keys += 1;
-                    new_bytes = new_bytes.saturating_add(key_cost(key));
+                    new_bytes = new_bytes.saturating_add(key_cost(key.bytes));
                 }
             }
         }
@@ -672,7 +686,7 @@ impl Consistency {
         {
             return Err(self.journal_full("redis is unavailable"));
         }
-        for key in keys {
+        for key in &hashed {
             let i = self.shard_of(key);
             let Some((_, g)) = guards.iter_mut().find(|(j, _)| *j == i) else {
                 continue;
@@ -701,8 +715,9 @@ impl Consistency {
     pub(crate) fn mark_stale(&self, role: Role, keys: &[Arc<[u8]>]) -> usize {
         let mut refused = 0usize;
         for key in keys {
-            let mut shard = self.shards[self.shard_of(key)].lock();
-            let Some(entry) = self.insert(&mut shard, key) else {
+            let key = self.hashed(key);
+            let mut shard = self.lock(&key);
+            let Some(entry) = self.insert(&mut shard, &key) else {
                 refused += 1;
                 continue;
             };
@@ -728,7 +743,7 @@ impl Consistency {
                 if entry.memory.is_some() {
                     entry.memory_writes += 1;
                     if let Some(m) = memory {
-                        m.delete(key);
+                        m.delete(&key.0);
                     }
                 }
             }
@@ -777,9 +792,9 @@ impl Consistency {
                     continue;
                 }
                 let replayed = if journaled {
-                    self.push_reconcile(&mut pipeline, key, entry.memory, memory)
+                    self.push_reconcile(&mut pipeline, &key.0, entry.memory, memory)
                 } else {
-                    pipeline.cmd("DEL").arg(&key[..]).ignore();
+                    pipeline.cmd("DEL").arg(&key.0[..]).ignore();
                     false
                 };
                 entry.replaying += 1;
@@ -790,7 +805,7 @@ impl Consistency {
                     entry.secondary_epoch = entry.secondary_epoch.max(epoch);
                 }
                 planned.push(Planned {
-                    key: key.clone(),
+                    key: key.0.clone(),
                     memory_writes: entry.memory_writes,
                     secondary_writes: entry.secondary_writes,
                     conflicts: entry.conflicts,
@@ -812,8 +827,9 @@ impl Consistency {
     /// A replay that may have landed leaves the endpoint marked stale.
     pub(crate) fn abandon(&self, batch: Batch) {
         for p in batch.planned {
-            let mut shard = self.shards[self.shard_of(&p.key)].lock();
-            if let Some(entry) = shard.get_mut(&p.key[..]) {
+            let key = self.hashed(&p.key);
+            let mut shard = self.lock(&key);
+            if let Some(entry) = shard.get_mut(key.view()) {
                 entry.replaying = entry.replaying.saturating_sub(1);
                 if !p.replayed {
                     continue;
@@ -831,8 +847,9 @@ impl Consistency {
     /// epoch `epoch`): checks its keys off, unless they changed meanwhile.
     pub(crate) fn reconciled(&self, batch: Batch, epoch: u64, memory: Option<&MemoryStore>) {
         for p in batch.planned {
-            let mut shard = self.shards[self.shard_of(&p.key)].lock();
-            let Some(entry) = shard.get_mut(&p.key[..]) else {
+            let key = self.hashed(&p.key);
+            let mut shard = self.lock(&key);
+            let Some(entry) = shard.get_mut(key.view()) else {
                 continue;
             };
             entry.replaying = entry.replaying.saturating_sub(1);
@@ -841,7 +858,7 @@ impl Consistency {
                 || entry.conflicts != p.conflicts
                 || entry.marks != p.marks
             {
-                self.remove_if_clear(&mut shard, &p.key);
+                self.remove_if_clear(&mut shard, &key);
                 continue;
             }
             match batch.role {
@@ -856,7 +873,7 @@ impl Consistency {
                     m.delete(&p.key);
                 }
             }
-            self.remove_if_clear(&mut shard, &p.key);
+            self.remove_if_clear(&mut shard, &key);
         }
     }
 }

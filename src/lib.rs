@@ -94,11 +94,13 @@ mod events;
 #[cfg_attr(not(feature = "test-support"), allow(dead_code, unused_imports))]
 mod fallback;
 mod jitter;
+mod key_hash;
 mod log_fields;
 mod pool;
 mod retry;
 mod router;
 mod stats;
+mod thread_slot;
 mod tls;
 mod topology;
 

@@ -180,7 +180,7 @@ impl RedisEndpoint {
             return cluster.call(route, deadline, f);
         }
         self.follow_master();
-        let permit = self.breaker.try_acquire().map_err(Error::from)?;
+        let permit = self.breaker.try_acquire_for_call().map_err(Error::from)?;
         if let Some(s) = self.sentinel().filter(|s| s.doubtful()) {
             // A READONLY or a failed connect put the master in doubt: ask
             // the sentinels before lending a connection that may go to the

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::breaker::BreakerState;
 use crate::error::{Error, ErrorClass};
+use crate::thread_slot::Counter;
 
 pub(crate) mod call_timer;
 mod histogram;
@@ -257,19 +258,21 @@ impl fmt::Display for Stats {
 }
 
 /// The client's counters: relaxed atomics, one increment per event on the
-/// call path.
+/// call path. Those bumped by every call (`requests`, `hits`, `misses`,
+/// `fallback_reads` and the duration histogram) are per-thread
+/// ([`crate::thread_slot`]): no locked instruction on the call path.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    pub requests: AtomicU64,
-    pub hits: AtomicU64,
-    pub misses: AtomicU64,
+    pub requests: Counter,
+    pub hits: Counter,
+    pub misses: Counter,
     pub errors_transient: AtomicU64,
     pub errors_rate_limited: AtomicU64,
     pub errors_permanent: AtomicU64,
     pub timeouts: AtomicU64,
     pub retries: AtomicU64,
     pub retry_budget_denials: AtomicU64,
-    pub fallback_reads: AtomicU64,
+    pub fallback_reads: Counter,
     pub fallback_writes: AtomicU64,
     pub reconciled_keys: AtomicU64,
     pub failovers: AtomicU64,
@@ -303,16 +306,16 @@ impl Counters {
     /// Copies the counters into `s` (the client fills in the rest).
     pub(crate) fn fill(&self, s: &mut Stats) {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        s.requests = get(&self.requests);
-        s.hits = get(&self.hits);
-        s.misses = get(&self.misses);
+        s.requests = self.requests.get();
+        s.hits = self.hits.get();
+        s.misses = self.misses.get();
         s.errors_transient = get(&self.errors_transient);
         s.errors_rate_limited = get(&self.errors_rate_limited);
         s.errors_permanent = get(&self.errors_permanent);
         s.timeouts = get(&self.timeouts);
         s.retries = get(&self.retries);
         s.retry_budget_denials = get(&self.retry_budget_denials);
-        s.fallback_reads = get(&self.fallback_reads);
+        s.fallback_reads = self.fallback_reads.get();
         s.fallback_writes = get(&self.fallback_writes);
         s.reconciled_keys = get(&self.reconciled_keys);
         s.failovers = get(&self.failovers);

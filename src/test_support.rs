@@ -53,7 +53,7 @@ impl DurationHistogramProbe {
         let timer = call_timer::CallTimer::start(&**clock);
         std::hint::black_box(call_timer::checkout_now(&**clock));
         call_timer::checked_in(std::hint::black_box(clock.now()));
-        self.record(timer.finish(&**clock));
+        self.record(timer.finish(&**clock, None));
     }
 
     /// Calls counted.

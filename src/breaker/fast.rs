@@ -9,20 +9,17 @@
 //! with `Release`; readers load it with `Acquire`.
 //!
 //! Counts made without the lock go to [`Slot`]s, one cache line each, so
-//! threads do not write to a shared line. A thread leases a slot index for
-//! its lifetime (the same index in every breaker) and, being its only
-//! writer, bumps it with a plain load and store, no locked instruction;
-//! threads beyond [`OWNED`] share one more slot and use `fetch_add`. Sums
-//! are exact once the calls they count have returned.
+//! threads do not write to a shared line: a thread bumps the slot of its
+//! leased index (`crate::thread_slot`, the same index in every breaker)
+//! with a plain load and store, no locked instruction. Sums are exact
+//! once the calls they count have returned.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::types::BreakerState;
+use crate::thread_slot::{self, OWNED};
 
-/// Slots leased to one thread each; one more is shared by the rest.
-const OWNED: usize = 16;
-const SHARED: usize = OWNED;
 const STATE_MASK: u64 = 0b11;
 const CLEAN: u64 = 0b100;
 const GEN_SHIFT: u32 = 3;
@@ -91,50 +88,6 @@ pub(crate) fn pack(state: BreakerState, generation: u64, clean: bool) -> u64 {
     (generation << GEN_SHIFT) | state_bits(state) | if clean { CLEAN } else { 0 }
 }
 
-/// A thread's slot index, returned to the pool when the thread exits.
-struct Lease(usize);
-
-/// Indexes never leased yet.
-static NEXT: AtomicUsize = AtomicUsize::new(0);
-/// Indexes given back by exited threads.
-static FREE: parking_lot::Mutex<Vec<usize>> = parking_lot::Mutex::new(Vec::new());
-
-impl Lease {
-    fn take() -> Lease {
-        if let Some(i) = FREE.lock().pop() {
-            return Lease(i);
-        }
-        // Never past OWNED by more than the number of threads racing here.
-        let i = NEXT.fetch_add(1, Ordering::Relaxed);
-        Lease(if i < OWNED { i } else { SHARED })
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        // The mutex orders the last writes of this thread before those of
-        // the next owner.
-        if self.0 != SHARED {
-            FREE.lock().push(self.0);
-        }
-    }
-}
-
-thread_local! {
-    static LEASE: Lease = Lease::take();
-}
-
-/// Adds one. The owner of a leased slot is its only writer, so a relaxed
-/// load and store lose nothing; readers see each value whole.
-#[inline]
-fn bump(counter: &AtomicU64, owned: bool) {
-    if owned {
-        counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-    } else {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
 impl Fast {
     pub(crate) fn new(origin: Instant) -> Self {
         Fast {
@@ -149,9 +102,9 @@ impl Fast {
     /// the thread's locals are being torn down).
     #[inline]
     fn count(&self, which: fn(&Slot) -> &AtomicU64) {
-        let index = LEASE.try_with(|l| l.0).unwrap_or(SHARED);
+        let (index, owned) = thread_slot::index();
         let slot = &self.slots[index];
-        bump(which(slot), index != SHARED);
+        thread_slot::add(which(slot), 1, owned);
     }
 
     /// The published state.

@@ -13,7 +13,6 @@ use crate::codec::{Codec, MAX_VALUE_BYTES};
 use crate::consistency::{Access, Mirror};
 use crate::error::{Error, ErrorClass, ErrorKind};
 use crate::fallback::{JournalOp, MemoryStore, SetOutcome};
-use crate::stats::Counters;
 
 impl Client {
     /// The value of `key`, or `None` when it does not exist.
@@ -37,7 +36,7 @@ impl Client {
             true,
             Mirror::Forget,
             |c| redis::cmd("GET").arg(&key).query::<Option<Vec<u8>>>(c),
-            Fallback::Read(|m: &MemoryStore| Ok(m.get(&key).map(|v| v.to_vec()))),
+            Fallback::Read(|m: &MemoryStore, now| Ok(m.get_vec_at(&key, now))),
         )?;
         self.count_read(bytes.is_some());
         Ok(bytes.map(|b| unpack(&i.codec, b)))
@@ -99,7 +98,7 @@ impl Client {
                 }
                 cmd.query::<()>(c)
             },
-            Fallback::Write(JournalOp::Set, |m: &MemoryStore| {
+            Fallback::Write(JournalOp::Set, |m: &MemoryStore, _| {
                 memory_set(m, &key, &value, ttl)
             }),
         )
@@ -119,7 +118,7 @@ impl Client {
             true,
             Mirror::Forget,
             |c| redis::cmd("DEL").arg(&key).query::<i64>(c).map(|n| n > 0),
-            Fallback::Write(JournalOp::Delete, |m: &MemoryStore| Ok(m.delete(&key))),
+            Fallback::Write(JournalOp::Delete, |m: &MemoryStore, _| Ok(m.delete(&key))),
         )
     }
 
@@ -142,7 +141,7 @@ impl Client {
                     .query::<i64>(c)
                     .map(|n| n > 0)
             },
-            Fallback::Read(|m: &MemoryStore| Ok(m.exists(&key))),
+            Fallback::Read(|m: &MemoryStore, _| Ok(m.exists(&key))),
         )
     }
 
@@ -172,7 +171,7 @@ impl Client {
                     .query::<i64>(c)
                     .map(|n| n > 0)
             },
-            Fallback::Write(JournalOp::Set, |m: &MemoryStore| Ok(m.expire(&key, ttl))),
+            Fallback::Write(JournalOp::Set, |m: &MemoryStore, _| Ok(m.expire(&key, ttl))),
         )
     }
 
@@ -203,7 +202,7 @@ impl Client {
             false,
             Mirror::Forget,
             |c| redis::cmd("INCRBY").arg(&key).arg(delta).query::<i64>(c),
-            Fallback::MemoryOnly(|m: &MemoryStore| m.incr_by(&key, delta)),
+            Fallback::MemoryOnly(|m: &MemoryStore, _| m.incr_by(&key, delta)),
         )
     }
 
@@ -239,8 +238,8 @@ impl Client {
                 }
                 cmd.query::<Vec<Option<Vec<u8>>>>(c)
             },
-            Fallback::Read(|m: &MemoryStore| {
-                Ok(keys.iter().map(|k| m.get(k).map(|v| v.to_vec())).collect())
+            Fallback::Read(|m: &MemoryStore, now| {
+                Ok(keys.iter().map(|k| m.get_vec_at(k, now)).collect())
             }),
         )?;
         if values.len() != keys.len() {
@@ -372,7 +371,7 @@ impl Client {
                     Some(e) => Err(Error::from_redis(redis::RedisError::from(e.clone()))),
                 }
             },
-            Fallback::Write(JournalOp::Set, |m: &MemoryStore| {
+            Fallback::Write(JournalOp::Set, |m: &MemoryStore, _| {
                 part.iter().try_for_each(|(k, v)| memory_set(m, k, v, ttl))
             }),
         )
@@ -380,7 +379,7 @@ impl Client {
 
     pub(super) fn count_read(&self, hit: bool) {
         let c = &self.inner.counters;
-        Counters::bump(if hit { &c.hits } else { &c.misses });
+        if hit { &c.hits } else { &c.misses }.bump();
     }
 }
 

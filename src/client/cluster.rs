@@ -22,7 +22,6 @@ use crate::error::{Error, ErrorClass, ErrorKind};
 use crate::fallback::MemoryStore;
 use crate::retry::Idempotency;
 use crate::router::{RedisEndpoint, Role, Router};
-use crate::stats::Counters;
 use crate::stats::Stats;
 use crate::topology::cluster::slot::key_slot;
 use crate::topology::cluster::{ClusterTopology, Grouping};
@@ -167,7 +166,7 @@ impl Inner {
         if slots <= 1 {
             return None;
         }
-        Counters::bump(&self.counters.requests);
+        self.counters.requests.bump();
         let result = self.split_pipeline(cluster, pipe, slots);
         Some(result.map_err(|e| self.fail(e)))
     }
@@ -401,16 +400,13 @@ impl Client {
                 }
                 c.req_packed_commands(&pipe.get_packed_pipeline(), 0, pipe.len())
             },
-            Fallback::Read(|m: &MemoryStore| {
+            Fallback::Read(|m: &MemoryStore, now| {
                 Ok(prefixed
                     .iter()
                     .map(|slot| {
                         Value::Array(
                             slot.iter()
-                                .map(|k| {
-                                    m.get(k)
-                                        .map_or(Value::Nil, |v| Value::BulkString(v.to_vec()))
-                                })
+                                .map(|k| m.get_vec_at(k, now).map_or(Value::Nil, Value::BulkString))
                                 .collect(),
                         )
                     })

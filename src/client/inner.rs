@@ -3,7 +3,7 @@
 //! attempt, and the fallback decision.
 
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use redis::RedisResult;
@@ -33,7 +33,9 @@ pub(crate) const RECONCILE_CHUNK: usize = 256;
 /// faster than it can be reconciled cannot hold the thread.
 const RECONCILE_BATCHES_PER_TICK: usize = 64;
 
-/// What the in-memory store does for an operation when Redis cannot.
+/// What the in-memory store does for an operation when Redis cannot. `F`
+/// runs on the store with the instant the call was served at (read once
+/// for the outage bookkeeping, the store's TTLs and the call's duration).
 pub(crate) enum Fallback<F> {
     /// Nothing: the operation fails with the availability error (`INCR`:
     /// a count the caller cannot tell from a right one is the worst answer).
@@ -148,7 +150,7 @@ impl Inner {
         idempotent: bool,
         mirror: Mirror<'_>,
         mut redis_op: impl FnMut(&mut PooledConnection) -> RedisResult<T>,
-        fallback: Fallback<impl FnOnce(&MemoryStore) -> Result<T, Error>>,
+        fallback: Fallback<impl FnOnce(&MemoryStore, Instant) -> Result<T, Error>>,
     ) -> Result<T, Error> {
         self.cache_op_checked(
             keys,
@@ -169,16 +171,18 @@ impl Inner {
         idempotent: bool,
         mirror: Mirror<'_>,
         redis_op: impl FnMut(&mut PooledConnection) -> Result<T, Error>,
-        fallback: Fallback<impl FnOnce(&MemoryStore) -> Result<T, Error>>,
+        fallback: Fallback<impl FnOnce(&MemoryStore, Instant) -> Result<T, Error>>,
     ) -> Result<T, Error> {
         let timer = CallTimer::start(&*self.clock);
-        let (result, from_memory) =
+        let (result, from_memory, served_at) =
             self.cache_op_untimed(keys, access, idempotent, mirror, redis_op, fallback);
-        self.record_duration(timer, result.is_ok(), from_memory);
+        self.record_duration(timer, served_at, result.is_ok(), from_memory);
         result
     }
 
-    /// [`Inner::cache_op`]; also says whether memory answered.
+    /// [`Inner::cache_op`]; also says whether memory answered (as the
+    /// fallback), and when the store served the call (a memory-only
+    /// client's store too): the call's end, so it needs no clock read.
     fn cache_op_untimed<T>(
         &self,
         keys: &[&[u8]],
@@ -186,11 +190,12 @@ impl Inner {
         idempotent: bool,
         mirror: Mirror<'_>,
         redis_op: impl FnMut(&mut PooledConnection) -> Result<T, Error>,
-        fallback: Fallback<impl FnOnce(&MemoryStore) -> Result<T, Error>>,
-    ) -> (Result<T, Error>, bool) {
-        Counters::bump(&self.counters.requests);
+        fallback: Fallback<impl FnOnce(&MemoryStore, Instant) -> Result<T, Error>>,
+    ) -> (Result<T, Error>, bool, Option<Instant>) {
+        self.counters.requests.bump();
         if self.router.is_none() {
-            return (self.serve_from_memory(keys, None, fallback), false);
+            let (result, at) = self.serve_from_memory(keys, None, fallback);
+            return (result, false, Some(at));
         }
         if access == Access::Read
             && self.memory.is_some()
@@ -198,26 +203,34 @@ impl Inner {
         {
             // The newest value was written during an outage and is not
             // reconciled yet: Redis may hold an older one.
-            return (self.serve_from_memory(keys, None, fallback), true);
+            let (result, at) = self.serve_from_memory(keys, None, fallback);
+            return (result, true, Some(at));
         }
         match self.tracked(keys, access, idempotent, mirror, redis_op) {
-            Ok(value) => (Ok(value), false),
+            Ok(value) => (Ok(value), false, None),
             Err(e)
                 if self.memory.is_some()
                     && is_availability_failure(&e)
                     && !matches!(fallback, Fallback::MemoryOnly(_)) =>
             {
-                (self.serve_from_memory(keys, Some(&e), fallback), true)
+                let (result, at) = self.serve_from_memory(keys, Some(&e), fallback);
+                (result, true, Some(at))
             }
-            Err(e) => (Err(self.fail(e)), false),
+            Err(e) => (Err(self.fail(e)), false, None),
         }
     }
 
     /// Counts one call in the duration histogram: by the endpoint calls
     /// go to when it ends (`memory` for a memory-only client) and how it
-    /// ended.
-    fn record_duration(&self, timer: CallTimer, ok: bool, from_memory: bool) {
-        let took = timer.finish(&*self.clock);
+    /// ended. `served_at`: when the store served it, the call's end.
+    fn record_duration(
+        &self,
+        timer: CallTimer,
+        served_at: Option<Instant>,
+        ok: bool,
+        from_memory: bool,
+    ) {
+        let took = timer.finish(&*self.clock, served_at);
         let endpoint = match &self.router {
             None => CallEndpoint::Memory,
             Some(r) if r.active().role == Role::Secondary => CallEndpoint::Secondary,
@@ -337,7 +350,7 @@ impl Inner {
         idempotent: bool,
         mut op: impl FnMut(&mut PooledConnection) -> RedisResult<T>,
     ) -> Result<T, Error> {
-        Counters::bump(&self.counters.requests);
+        self.counters.requests.bump();
         let timer = CallTimer::start(&*self.clock);
         let result = match keys {
             CommandKeys::Known { keys, read_only } => {
@@ -369,7 +382,7 @@ impl Inner {
                 result
             }
         };
-        self.record_duration(timer, result.is_ok(), false);
+        self.record_duration(timer, None, result.is_ok(), false);
         result.map_err(|e| self.fail(e))
     }
 
@@ -394,51 +407,53 @@ impl Inner {
         e
     }
 
+    /// Runs `fallback` on the store; returns its result and the one
+    /// instant read for it (the outage bookkeeping's, the store's and the
+    /// end of the call's duration).
     fn serve_from_memory<T>(
         &self,
         keys: &[&[u8]],
         cause: Option<&Error>,
-        fallback: Fallback<impl FnOnce(&MemoryStore) -> Result<T, Error>>,
-    ) -> Result<T, Error> {
+        fallback: Fallback<impl FnOnce(&MemoryStore, Instant) -> Result<T, Error>>,
+    ) -> (Result<T, Error>, Instant) {
+        let now = self.clock.now();
         let Some(memory) = &self.memory else {
-            return Err(self.fail(Error::new(
+            let e = Error::new(
                 ErrorKind::Connection,
                 ErrorClass::Permanent,
                 "no Redis is configured and the in-memory fallback is disabled",
-            )));
+            );
+            return (Err(self.fail(e)), now);
         };
         match cause {
             Some(cause) => {
                 if let Change::Engaged(kind) =
-                    self.outage
-                        .served_from_memory(cause, self.clock.now(), &|| self.scope())
+                    self.outage.served_from_memory(cause, now, &|| self.scope())
                 {
                     self.listeners.emit(Event::FallbackEngaged { cause: kind });
                 }
             }
             // A journaled key, kept in memory until reconciled.
-            None => self
-                .outage
-                .served_journaled(self.clock.now(), &|| self.scope()),
+            None => self.outage.served_journaled(now, &|| self.scope()),
         }
         let result = match fallback {
             // Only `INCR` uses it: a write.
             Fallback::MemoryOnly(op) if self.router.is_none() => {
                 Counters::bump(&self.counters.fallback_writes);
-                op(memory)
+                op(memory, now)
             }
             Fallback::Read(op) => {
-                Counters::bump(&self.counters.fallback_reads);
-                op(memory)
+                self.counters.fallback_reads.bump();
+                op(memory, now)
             }
             Fallback::Write(_, op) if self.router.is_none() => {
                 Counters::bump(&self.counters.fallback_writes);
-                op(memory)
+                op(memory, now)
             }
             Fallback::Write(journal_op, op) => {
                 Counters::bump(&self.counters.fallback_writes);
                 self.consistency
-                    .write_to_memory(keys, journal_op, memory, op)
+                    .write_to_memory(keys, journal_op, memory, |m| op(m, now))
             }
             // Not reached: `cache_op` never sends these here with a router.
             Fallback::MemoryOnly(_) => Err(Error::new(
@@ -447,7 +462,7 @@ impl Inner {
                 "redis is unavailable and this operation is not served from memory",
             )),
         };
-        result.map_err(|e| self.fail(e))
+        (result.map_err(|e| self.fail(e)), now)
     }
 
     /// Runs `op` against Redis: retries → router → breaker → pool. `op` is

@@ -25,7 +25,11 @@ struct State {
     /// Since the last summary line.
     served: u64,
     suppressed: u64,
-    last_summary: Option<Instant>,
+    /// When the next summary is due (`None`: now): the last one's instant
+    /// plus [`SUMMARY_PERIOD`], kept rather than the last one's so that a
+    /// call served from memory compares two instants instead of taking a
+    /// difference (most of the bookkeeping's cost, issue #12).
+    next_summary: Option<Instant>,
     /// What engaged the fallback: kind and message, for the log fields.
     cause: Option<(ErrorKind, String)>,
     /// Errors suppressed since it engaged.
@@ -63,7 +67,7 @@ impl Outage {
             s.suppressed_total += 1;
             if s.engaged_since.is_none() {
                 s.engaged_since = Some(now);
-                s.last_summary = Some(now);
+                s.next_summary = next_summary(now);
                 s.cause = Some((cause.kind(), cause.to_string()));
                 self.engaged
                     .store(true, std::sync::atomic::Ordering::Release);
@@ -137,7 +141,7 @@ impl Outage {
             let served = std::mem::take(&mut s.served_total);
             s.served = 0;
             s.suppressed = 0;
-            s.last_summary = None;
+            s.next_summary = None;
             let errors = std::mem::take(&mut s.suppressed_total);
             (
                 served,
@@ -163,13 +167,20 @@ impl Outage {
 
     /// The counts for a summary line when one is due (and starts the next
     /// period); the caller logs it once the lock is released.
+    #[inline]
     fn summary_due(s: &mut State, now: Instant) -> Option<Summary> {
-        let due = s
-            .last_summary
-            .is_none_or(|last| now.saturating_duration_since(last) >= SUMMARY_PERIOD);
+        let due = s.next_summary.is_none_or(|at| now >= at);
         if !due {
             return None;
         }
+        Self::summary(s, now)
+    }
+
+    /// The counts for the summary line due at `now`. Out of line: once a
+    /// minute, while [`Outage::summary_due`] runs on every call served from
+    /// memory.
+    #[cold]
+    fn summary(s: &mut State, now: Instant) -> Option<Summary> {
         let (kind, message) = s
             .cause
             .clone()
@@ -180,9 +191,16 @@ impl Outage {
             kind,
             message,
         };
-        s.last_summary = Some(now);
+        s.next_summary = next_summary(now);
         Some(summary)
     }
+}
+
+/// When the summary after one at `now` is due. An instant too late to
+/// represent (a clock 292 years past boot) makes every call due, which
+/// only logs more.
+fn next_summary(now: Instant) -> Option<Instant> {
+    now.checked_add(SUMMARY_PERIOD)
 }
 
 /// The counts of one periodic outage summary.
@@ -196,26 +214,35 @@ struct Summary {
 }
 
 /// Logs `summary`, if there is one. Never called with the state locked.
+/// Inline: it is called on every call served from memory, and almost
+/// always with nothing to log.
+#[inline]
 fn log_summary(summary: Option<Summary>, at: Scope<'_>) {
-    if let Some(Summary {
+    if let Some(summary) = summary {
+        log_summary_line(summary, at);
+    }
+}
+
+/// The summary line itself (once a minute at most).
+#[cold]
+fn log_summary_line(summary: Summary, at: Scope<'_>) {
+    let Summary {
         served,
         suppressed,
         kind,
         message,
-    }) = summary
-    {
-        let (endpoint, breaker) = at();
-        log_fields!(
-            log::Level::Warn,
-            Fields::new("outage_summary")
-                .error(kind.as_str(), &message)
-                .count(suppressed)
-                .at(endpoint, breaker),
-            duration_ms = millis(SUMMARY_PERIOD);
-            "redis still unavailable: {served} operations served from memory, {suppressed} errors suppressed in the last {} s",
-            SUMMARY_PERIOD.as_secs()
-        );
-    }
+    } = summary;
+    let (endpoint, breaker) = at();
+    log_fields!(
+        log::Level::Warn,
+        Fields::new("outage_summary")
+            .error(kind.as_str(), &message)
+            .count(suppressed)
+            .at(endpoint, breaker),
+        duration_ms = millis(SUMMARY_PERIOD);
+        "redis still unavailable: {served} operations served from memory, {suppressed} errors suppressed in the last {} s",
+        SUMMARY_PERIOD.as_secs()
+    );
 }
 
 #[cfg(test)]

@@ -2,9 +2,10 @@
 //! key index, TTLs and byte accounting. Not synchronised; the store wraps
 //! each shard in a mutex.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use crate::key_hash::{Hashed, KeyHasher, KeyMap, MapKey};
 
 /// Keys and values as stored: shared, so a read clones a pointer under the
 /// lock instead of copying the bytes.
@@ -57,7 +58,8 @@ pub(crate) struct Counters {
 }
 
 pub(crate) struct Shard {
-    index: HashMap<Bytes, usize>,
+    /// Searched with the key's hash, computed once by the store.
+    index: KeyMap<usize>,
     slots: Vec<Option<Node>>,
     free: Vec<usize>,
     /// Most recently used.
@@ -76,7 +78,7 @@ pub(crate) struct Shard {
 impl Shard {
     pub(crate) fn new(max_entries: usize, max_bytes: usize, max_entry: usize) -> Self {
         Shard {
-            index: HashMap::new(),
+            index: KeyMap::default(),
             slots: Vec::new(),
             free: Vec::new(),
             head: NIL,
@@ -143,7 +145,9 @@ impl Shard {
     fn remove_at(&mut self, idx: usize) -> Option<Node> {
         self.unlink(idx);
         let node = self.slots.get_mut(idx)?.take()?;
-        self.index.remove(&node.key);
+        // Evictions and sweeps do not know the hash: computed again here
+        // rather than stored in every entry.
+        self.index.remove(KeyHasher::new().hashed(&node.key).view());
         self.free.push(idx);
         self.bytes = self
             .bytes
@@ -153,8 +157,8 @@ impl Shard {
 
     /// The slot of `key` if it is present and not expired; an expired entry
     /// is removed on the way (lazy expiry).
-    fn live(&mut self, key: &[u8], now: Instant) -> Option<usize> {
-        let idx = *self.index.get(key)?;
+    fn live(&mut self, key: Hashed<'_>, now: Instant) -> Option<usize> {
+        let idx = *self.index.get(key.view())?;
         let expired = is_expired(self.node(idx)?.expires_at, now);
         if expired {
             self.remove_at(idx);
@@ -164,12 +168,22 @@ impl Shard {
         Some(idx)
     }
 
-    pub(crate) fn get(&mut self, key: &[u8], now: Instant) -> Option<Bytes> {
+    pub(crate) fn get(&mut self, key: Hashed<'_>, now: Instant) -> Option<Bytes> {
+        self.get_with(key, now, Bytes::clone)
+    }
+
+    /// [`Shard::get`], handing the value to `f` instead of cloning it.
+    pub(crate) fn get_with<R>(
+        &mut self,
+        key: Hashed<'_>,
+        now: Instant,
+        f: impl FnOnce(&Bytes) -> R,
+    ) -> Option<R> {
         match self.live(key, now) {
             Some(idx) => {
                 self.touch(idx);
                 self.counters.hits += 1;
-                self.node(idx).map(|n| n.value.clone())
+                self.node(idx).map(|n| f(&n.value))
             }
             None => {
                 self.counters.misses += 1;
@@ -179,7 +193,11 @@ impl Shard {
     }
 
     /// The value and expiry of a live entry, without touching LRU order.
-    pub(crate) fn peek(&mut self, key: &[u8], now: Instant) -> Option<(Bytes, Option<Instant>)> {
+    pub(crate) fn peek(
+        &mut self,
+        key: Hashed<'_>,
+        now: Instant,
+    ) -> Option<(Bytes, Option<Instant>)> {
         let idx = self.live(key, now)?;
         self.node(idx).map(|n| (n.value.clone(), n.expires_at))
     }
@@ -189,17 +207,17 @@ impl Shard {
     /// exceeds this shard's byte budget.
     pub(crate) fn insert(
         &mut self,
-        key: &[u8],
+        key: Hashed<'_>,
         value: Bytes,
         expires_at: Option<Instant>,
         now: Instant,
     ) -> bool {
-        let size = entry_size(key.len(), value.len());
+        let size = entry_size(key.bytes.len(), value.len());
         if size > self.max_entry {
             self.reject(key, now);
             return false;
         }
-        let existing = self.index.get(key).copied();
+        let existing = self.index.get(key.view()).copied();
         let idx = match existing {
             Some(idx) => {
                 if let Some(n) = self.slots.get_mut(idx).and_then(Option::as_mut) {
@@ -212,7 +230,7 @@ impl Shard {
                 idx
             }
             None => {
-                let key: Bytes = Arc::from(key);
+                let key: Bytes = Arc::from(key.bytes);
                 let node = Node {
                     key: key.clone(),
                     value,
@@ -232,7 +250,7 @@ impl Shard {
                         self.slots.len() - 1
                     }
                 };
-                self.index.insert(key, idx);
+                self.index.insert(MapKey(key), idx);
                 self.bytes = self.bytes.saturating_add(size);
                 self.push_front(idx);
                 idx
@@ -245,7 +263,7 @@ impl Shard {
     }
 
     /// Counts a refused write and removes the key's previous value.
-    pub(crate) fn reject(&mut self, key: &[u8], now: Instant) {
+    pub(crate) fn reject(&mut self, key: Hashed<'_>, now: Instant) {
         self.remove(key, now);
         self.counters.rejected_too_large += 1;
     }
@@ -295,21 +313,21 @@ impl Shard {
         self.sweep(self.slots.len(), now)
     }
 
-    pub(crate) fn remove(&mut self, key: &[u8], now: Instant) -> bool {
+    pub(crate) fn remove(&mut self, key: Hashed<'_>, now: Instant) -> bool {
         match self.live(key, now) {
             Some(idx) => self.remove_at(idx).is_some(),
             None => false,
         }
     }
 
-    pub(crate) fn contains(&mut self, key: &[u8], now: Instant) -> bool {
+    pub(crate) fn contains(&mut self, key: Hashed<'_>, now: Instant) -> bool {
         self.live(key, now).is_some()
     }
 
     /// Sets the expiry of a live entry; `false` when the key is missing.
     pub(crate) fn set_expiry(
         &mut self,
-        key: &[u8],
+        key: Hashed<'_>,
         expires_at: Option<Instant>,
         now: Instant,
     ) -> bool {

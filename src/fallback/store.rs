@@ -1,13 +1,13 @@
 //! The bounded, sharded in-memory store that answers while Redis is
 //! unavailable.
 
-use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
 use super::shard::{entry_size, remaining, Bytes, Shard};
+use crate::key_hash::{Hashed, KeyHasher};
 use crate::{Config, Error, ErrorClass, ErrorKind, SharedClock};
 
 /// Most shards a store is split into.
@@ -20,6 +20,13 @@ const MIN_ENTRIES_PER_SHARD: usize = 64;
 /// Smallest share of the byte bound a shard gets when the count is chosen
 /// automatically; it is also the largest value such a store accepts.
 const MIN_BYTES_PER_SHARD: usize = 1 << 20;
+
+/// Values up to this size are copied out under the shard lock by
+/// [`MemoryStore::get_vec_at`]: a copy this small costs about what sharing
+/// the value would (an atomic increment under the lock, a decrement after
+/// it), and saves those two. Larger values are shared and copied after the
+/// lock is released, so that no read holds a shard for long.
+const COPY_UNDER_LOCK: usize = 512;
 
 /// Whether [`MemoryStore::set`] stored the value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +82,7 @@ struct Padded(Mutex<Shard>);
 /// and by [`MemoryStore::purge_expired`].
 pub struct MemoryStore {
     shards: Box<[Padded]>,
-    hasher: RandomState,
+    hasher: KeyHasher,
     clock: SharedClock,
     max_entries: usize,
     max_bytes: usize,
@@ -172,7 +179,7 @@ impl MemoryStore {
             .collect();
         MemoryStore {
             shards,
-            hasher: RandomState::new(),
+            hasher: KeyHasher::new(),
             clock,
             max_entries,
             max_bytes,
@@ -180,10 +187,14 @@ impl MemoryStore {
         }
     }
 
-    fn shard(&self, key: &[u8]) -> &Mutex<Shard> {
+    /// `key` hashed once, for both its shard and the shard's index.
+    fn hashed<'k>(&self, key: &'k [u8]) -> Hashed<'k> {
+        self.hasher.hashed(key)
+    }
+
+    fn shard(&self, key: Hashed<'_>) -> &Mutex<Shard> {
         // `shards.len()` is a power of two.
-        let i = (self.hasher.hash_one(key) as usize) & (self.shards.len() - 1);
-        &self.shards[i].0
+        &self.shards[key.shard(self.shards.len())].0
     }
 
     fn deadline(now: Instant, ttl: Option<Duration>) -> Option<Instant> {
@@ -194,16 +205,35 @@ impl MemoryStore {
     /// The value of `key`, if present and not expired; marks it most
     /// recently used. Counts a hit or a miss.
     pub fn get(&self, key: &[u8]) -> Option<Bytes> {
+        let key = self.hashed(key);
         let now = self.clock.now();
         self.shard(key).lock().get(key, now)
+    }
+
+    /// [`MemoryStore::get`] at `now`, an instant the caller read from this
+    /// store's clock for the same call (one clock read per call served
+    /// from memory, not one per step), as a copy of the value: what a
+    /// caller of the client receives.
+    pub(crate) fn get_vec_at(&self, key: &[u8], now: Instant) -> Option<Vec<u8>> {
+        let key = self.hashed(key);
+        let found = self.shard(key).lock().get_with(key, now, |v| {
+            if v.len() <= COPY_UNDER_LOCK {
+                Ok(v.to_vec())
+            } else {
+                Err(v.clone())
+            }
+        });
+        // The lock is released: the large value is copied now.
+        found.map(|v| v.unwrap_or_else(|shared| shared.to_vec()))
     }
 
     /// Stores `value` under `key`, replacing any previous value and TTL;
     /// `ttl: None` keeps it until evicted. The value is copied before the
     /// lock is taken.
     pub fn set(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> SetOutcome {
+        let key = self.hashed(key);
         let now = self.clock.now();
-        if entry_size(key.len(), value.len()) > self.max_entry_size {
+        if entry_size(key.bytes.len(), value.len()) > self.max_entry_size {
             // Not copied; the old value goes so that no read returns it.
             self.shard(key).lock().reject(key, now);
             return SetOutcome::TooLarge;
@@ -222,12 +252,14 @@ impl MemoryStore {
 
     /// Removes `key`; `true` when a live entry was removed.
     pub fn delete(&self, key: &[u8]) -> bool {
+        let key = self.hashed(key);
         let now = self.clock.now();
         self.shard(key).lock().remove(key, now)
     }
 
     /// `true` when `key` holds a live entry. Does not change LRU order.
     pub fn exists(&self, key: &[u8]) -> bool {
+        let key = self.hashed(key);
         let now = self.clock.now();
         self.shard(key).lock().contains(key, now)
     }
@@ -235,6 +267,7 @@ impl MemoryStore {
     /// Sets the time to live of an existing key, like Redis `EXPIRE`: a zero
     /// TTL deletes it. `false` when the key is missing.
     pub fn expire(&self, key: &[u8], ttl: Duration) -> bool {
+        let key = self.hashed(key);
         let now = self.clock.now();
         let mut shard = self.shard(key).lock();
         if ttl.is_zero() {
@@ -246,6 +279,7 @@ impl MemoryStore {
     /// Removes the expiry of `key`, like Redis `PERSIST`. `false` when the
     /// key is missing.
     pub fn persist(&self, key: &[u8]) -> bool {
+        let key = self.hashed(key);
         let now = self.clock.now();
         self.shard(key).lock().set_expiry(key, None, now)
     }
@@ -253,6 +287,7 @@ impl MemoryStore {
     /// The remaining time to live: `None` when the key is missing,
     /// `Some(None)` when it has no expiry (Redis' `-2` and `-1`).
     pub fn ttl(&self, key: &[u8]) -> Option<Option<Duration>> {
+        let key = self.hashed(key);
         let now = self.clock.now();
         let (_, expires_at) = self.shard(key).lock().peek(key, now)?;
         Some(remaining(expires_at, now))
@@ -270,6 +305,7 @@ impl MemoryStore {
     /// would overflow`); the value is then unchanged. [`ErrorKind::InvalidInput`]
     /// when the key alone is too large for the store.
     pub fn incr_by(&self, key: &[u8], delta: i64) -> Result<i64, Error> {
+        let key = self.hashed(key);
         let now = self.clock.now();
         let mut shard = self.shard(key).lock();
         let (current, expires_at) = match shard.peek(key, now) {
@@ -288,7 +324,7 @@ impl MemoryStore {
         } else {
             Err(Error::invalid_input(format!(
                 "key of {} bytes is too large for the in-memory fallback",
-                key.len()
+                key.bytes.len()
             )))
         }
     }
@@ -296,6 +332,7 @@ impl MemoryStore {
     /// What a replay needs: the live value of `key` and its remaining TTL
     /// (`None` = no expiry). Does not count as a read or change LRU order.
     pub fn entry_for_replay(&self, key: &[u8]) -> Option<(Bytes, Option<Duration>)> {
+        let key = self.hashed(key);
         let now = self.clock.now();
         let (value, expires_at) = self.shard(key).lock().peek(key, now)?;
         Some((value, remaining(expires_at, now)))

@@ -8,15 +8,20 @@
 //!
 //! - [`CallTimer::start`] reads the clock once when the call begins and
 //!   leaves that instant for the call's first checkout
-//!   ([`checkout_now`]), which would otherwise read the clock itself;
+//!   ([`checkout_now`]), which would otherwise read the clock itself, and
+//!   for the breaker's check before it ([`call_start`]): a call the open
+//!   breaker refuses reads no clock of its own;
 //! - the pool reports each checkin's instant ([`checked_in`]), and
 //!   [`CallTimer::finish`] takes the last one as the call's end, unless the
 //!   call went on after it: a later checkout or a retry ([`resumed`])
 //!   forgets it.
 //!
-//! A call that did not end at a checkin (served from memory, failed before
-//! a checkout, a failed checkout after a backoff) reads the clock at the
-//! end instead. The
+//! A call served from memory ends at the instant read for the store
+//! ([`CallTimer::finish`]'s `served_at`): the store's work after it (its
+//! locks and a copy) is not timed, as the reply's decoding after a checkin
+//! is not. Any other call that did not end
+//! at a checkin (failed before a checkout, a failed checkout after a
+//! backoff) reads the clock at the end instead. The
 //! measured duration stops when the connection went back to the pool: the
 //! reply is decoded a few hundred nanoseconds later, far below the first
 //! bucket (50 µs).
@@ -54,10 +59,13 @@ impl CallTimer {
         CallTimer { start, outer }
     }
 
-    /// How long the call took: to its last checkin, or to now (read from
-    /// `clock`) when it checked nothing in.
-    pub(crate) fn finish(self, clock: &dyn Clock) -> Duration {
-        END.get()
+    /// How long the call took: to `served_at` when the in-memory store
+    /// served it (read for the store, after every checkin), else to its
+    /// last checkin, or to now (read from `clock`) when it checked nothing
+    /// in.
+    pub(crate) fn finish(self, clock: &dyn Clock, served_at: Option<Instant>) -> Duration {
+        served_at
+            .or_else(|| END.get())
             .unwrap_or_else(|| clock.now())
             .saturating_duration_since(self.start)
         // Dropped here: the cells are restored.
@@ -82,10 +90,20 @@ pub(crate) fn checkout_now(clock: &dyn Clock) -> Instant {
     START.take().unwrap_or_else(|| clock.now())
 }
 
+/// "Now" for a check made before the call's first checkout (the breaker's):
+/// the running call's start while no checkout has taken it, else
+/// `clock.now()`. Does not take it: the checkout that follows uses it too.
+pub(crate) fn call_start(clock: &dyn Clock) -> Instant {
+    START.get().unwrap_or_else(|| clock.now())
+}
+
 /// The running call goes on after its last checkin (a retry's backoff, a
 /// next attempt that may fail before any checkout): it ends at its next
-/// checkin, or when it finishes.
+/// checkin, or when it finishes. Its start is no longer "now" for the next
+/// attempt (an attempt the breaker refused leaves it untaken, and the
+/// backoff waited since): dropped.
 pub(crate) fn resumed() {
+    START.set(None);
     END.set(None);
 }
 
@@ -114,7 +132,7 @@ mod tests {
         clock.advance(ms(2));
         checked_in(clock.now());
         clock.advance(ms(40));
-        assert_eq!(timer.finish(&clock), ms(3));
+        assert_eq!(timer.finish(&clock, None), ms(3));
     }
 
     #[test]
@@ -122,7 +140,7 @@ mod tests {
         let clock = ManualClock::new();
         let timer = CallTimer::start(&clock);
         clock.advance(ms(7));
-        assert_eq!(timer.finish(&clock), ms(7));
+        assert_eq!(timer.finish(&clock, None), ms(7));
         // Nothing is left behind for the next call's checkout.
         clock.advance(ms(1));
         assert_eq!(checkout_now(&clock), clock.now());
@@ -138,14 +156,34 @@ mod tests {
         // Backoff, then an attempt the open breaker refuses (no checkout).
         clock.advance(ms(100));
         resumed();
-        assert_eq!(timer.finish(&clock), ms(102));
+        assert_eq!(timer.finish(&clock, None), ms(102));
         // A checkout that fails (no checkin) does not end the call early.
         let timer = CallTimer::start(&clock);
         let _ = checkout_now(&clock);
         checked_in(clock.now());
         let _ = checkout_now(&clock);
         clock.advance(ms(30));
-        assert_eq!(timer.finish(&clock), ms(30));
+        assert_eq!(timer.finish(&clock, None), ms(30));
+    }
+
+    #[test]
+    fn the_start_is_now_for_the_breaker_until_a_checkout_or_a_backoff() {
+        let clock = ManualClock::new();
+        let timer = CallTimer::start(&clock);
+        let start = clock.now();
+        clock.advance(ms(1));
+        // Not taken: the checkout that follows uses it as well.
+        assert_eq!(call_start(&clock), start);
+        assert_eq!(checkout_now(&clock), start);
+        assert_eq!(call_start(&clock), clock.now());
+        drop(timer);
+        // An attempt the breaker refused leaves the start untaken; the
+        // backoff before the next attempt drops it.
+        let _timer = CallTimer::start(&clock);
+        clock.advance(ms(50));
+        resumed();
+        assert_eq!(call_start(&clock), clock.now());
+        assert_eq!(checkout_now(&clock), clock.now());
     }
 
     #[test]
@@ -171,9 +209,9 @@ mod tests {
         let inner = CallTimer::start(&clock);
         clock.advance(ms(5));
         checked_in(clock.now());
-        assert_eq!(inner.finish(&clock), ms(5));
+        assert_eq!(inner.finish(&clock, None), ms(5));
         clock.advance(ms(10));
         // The outer call's last checkin is still its own.
-        assert_eq!(outer.finish(&clock), ms(1));
+        assert_eq!(outer.finish(&clock, None), ms(1));
     }
 }

@@ -1,10 +1,14 @@
 //! The call-duration histogram: one per endpoint and outcome, fixed
-//! Prometheus buckets from 50 µs to 10 s, `AtomicU64` counts. Recording is
-//! lock-free: a bucket search over 17 bounds and two relaxed
-//! `fetch_add`s.
+//! Prometheus buckets from 50 µs to 10 s, `AtomicU64` counts per thread
+//! slot ([`crate::thread_slot`]), summed by a snapshot. Recording is a
+//! bucket search over 17 bounds and two relaxed load-and-stores in the
+//! thread's own slot: no locked instruction (two `fetch_add`s cost about
+//! 10 ns a call, issue #12).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use crate::thread_slot::{self, Striped};
 
 /// Upper bounds of the buckets, in nanoseconds (`le` in Prometheus); a
 /// last, implicit bucket is `+Inf`.
@@ -69,10 +73,11 @@ struct Series {
     sum_ns: AtomicU64,
 }
 
-/// Durations of calls, per endpoint and outcome.
+/// Durations of calls, per endpoint and outcome, per thread slot: about
+/// 1.4 KB a slot, 24 KB a client.
 #[derive(Debug, Default)]
 pub(crate) struct Histogram {
-    series: [[Series; 3]; 3],
+    slots: Striped<[[Series; 3]; 3]>,
 }
 
 impl Histogram {
@@ -90,11 +95,14 @@ impl Histogram {
             .iter()
             .position(|&bound| ns <= bound)
             .unwrap_or(BOUNDS_NS.len());
-        let series = &self.series[endpoint as usize][outcome as usize];
+        let Some((series, owned)) = self.slots.mine() else {
+            return;
+        };
+        let series = &series[endpoint as usize][outcome as usize];
         if let Some(count) = series.buckets.get(bucket) {
-            count.fetch_add(1, Ordering::Relaxed);
+            thread_slot::add(count, 1, owned);
         }
-        series.sum_ns.fetch_add(ns, Ordering::Relaxed);
+        thread_slot::add(&series.sum_ns, ns, owned);
     }
 
     /// Every series that counted a call.
@@ -102,16 +110,20 @@ impl Histogram {
         let mut out = Vec::new();
         for (e, endpoint) in ENDPOINTS {
             for (o, outcome) in OUTCOMES {
-                let s = &self.series[e as usize][o as usize];
+                let slots = || self.slots.all().map(|s| &s[e as usize][o as usize]);
                 let mut cumulative = 0u64;
-                let buckets: Vec<u64> = s
-                    .buckets
-                    .iter()
-                    .map(|b| {
-                        cumulative = cumulative.saturating_add(b.load(Ordering::Relaxed));
+                let buckets: Vec<u64> = (0..BUCKETS)
+                    .map(|i| {
+                        for s in slots() {
+                            let n = s.buckets.get(i).map_or(0, |b| b.load(Ordering::Relaxed));
+                            cumulative = cumulative.saturating_add(n);
+                        }
                         cumulative
                     })
                     .collect();
+                let sum_ns = slots().fold(0u64, |sum, s| {
+                    sum.wrapping_add(s.sum_ns.load(Ordering::Relaxed))
+                });
                 if cumulative == 0 {
                     continue;
                 }
@@ -120,7 +132,7 @@ impl Histogram {
                     outcome,
                     cumulative: buckets,
                     count: cumulative,
-                    sum_seconds: s.sum_ns.load(Ordering::Relaxed) as f64 / 1e9,
+                    sum_seconds: sum_ns as f64 / 1e9,
                 });
             }
         }
