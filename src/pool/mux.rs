@@ -473,20 +473,7 @@ impl Mux {
             if !timed_out {
                 continue;
             }
-            let failure = match inner.phase {
-                Phase::Queued => {
-                    inner.phase = Phase::Done;
-                    drop(inner);
-                    st.queued.retain(|s| !Arc::ptr_eq(s, slot));
-                    timeout_failure(false).unsent_timeout(self)
-                }
-                _ => {
-                    // Written: its reply is read and dropped.
-                    inner.phase = Phase::Abandoned;
-                    drop(inner);
-                    timeout_failure(true)
-                }
-            };
+            let failure = self.leave(&mut st, slot, inner);
             if !st.led {
                 // The lead may have been offered to this caller before it
                 // left: offered on to the next.
@@ -494,6 +481,41 @@ impl Mux {
             }
             return Err(failure);
         }
+    }
+
+    /// A caller past its deadline leaves (the lane's lock is held): taken
+    /// off the queue if not written yet (nothing sent), else its slot is
+    /// abandoned and its reply, when it comes, is read and dropped.
+    fn leave(
+        &self,
+        st: &mut LaneState,
+        slot: &Arc<Slot>,
+        mut inner: MutexGuard<'_, SlotInner>,
+    ) -> Failure {
+        if inner.phase == Phase::Queued {
+            inner.phase = Phase::Done;
+            drop(inner);
+            st.queued.retain(|s| !Arc::ptr_eq(s, slot));
+            return timeout_failure(false).unsent_timeout(self);
+        }
+        inner.phase = Phase::Abandoned;
+        timeout_failure(true)
+    }
+
+    /// Writes what queued (one batch) on the lane's connection, the lane's
+    /// lock released meanwhile, and hands out what that found (a failed
+    /// checkout or write).
+    fn write_queued(
+        &self,
+        st: &mut MutexGuard<'_, LaneState>,
+        io: &mut Option<Io>,
+        me: &Arc<Slot>,
+        events: &mut Events,
+        mine: &mut Option<Outcome>,
+    ) {
+        let batch = take_batch(st);
+        MutexGuard::unlocked(st, || self.step(io, batch, me, &[], events, true));
+        self.apply(events, me, mine);
     }
 
     /// Leads the lane (whose lock is `st`) until `me` has its answer (or its deadline passed)
@@ -528,19 +550,8 @@ impl Mux {
                     break;
                 }
             } else if me.deadline.is_some_and(|d| self.now() >= d) {
-                let mut inner = me.inner.lock();
-                my_outcome = Some(Outcome::Failed(match inner.phase {
-                    Phase::Queued => {
-                        inner.phase = Phase::Done;
-                        drop(inner);
-                        st.queued.retain(|s| !Arc::ptr_eq(s, me));
-                        timeout_failure(false).unsent_timeout(self)
-                    }
-                    _ => {
-                        inner.phase = Phase::Abandoned;
-                        timeout_failure(true)
-                    }
-                }));
+                let inner = me.inner.lock();
+                my_outcome = Some(Outcome::Failed(self.leave(&mut st, me, inner)));
                 break;
             }
             // One batch in flight per lane: what queues while it is out
@@ -569,13 +580,9 @@ impl Mux {
             && io.as_ref().is_some_and(Io::usable)
             && !st.queued.is_empty()
         {
-            // What queued meanwhile goes out now, while the caller the lead
-            // passes to wakes up: the server works on it during the hop.
-            let batch = take_batch(&mut st);
-            MutexGuard::unlocked(&mut st, || {
-                self.step(&mut io, batch, me, own, &mut events, true);
-            });
-            self.apply(&mut events, me, &mut my_outcome);
+            // What queued meanwhile goes out now, while the lead passes on:
+            // the server works on it during the hand-over.
+            self.write_queued(&mut st, &mut io, me, &mut events, &mut my_outcome);
         }
         st.io = io;
         // The next leader is woken first: it has I/O to do.
@@ -710,11 +717,7 @@ impl Mux {
             {
                 // A batch answered: the next goes out before its callers
                 // are woken, so the server works while they run.
-                let batch = take_batch(&mut st);
-                MutexGuard::unlocked(&mut st, || {
-                    self.step(&mut io, batch, &nobody, &[], &mut events, true);
-                });
-                self.apply(&mut events, &nobody, &mut none);
+                self.write_queued(&mut st, &mut io, &nobody, &mut events, &mut none);
             }
             if !events.wake.is_empty() {
                 MutexGuard::unlocked(&mut st, || events.wake_all());
