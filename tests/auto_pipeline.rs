@@ -477,3 +477,61 @@ fn a_caller_past_its_deadline_leaves_and_the_connection_stays_in_step() {
     }
     assert!(after > 0);
 }
+
+#[test]
+fn a_reply_nobody_waits_for_does_not_hold_up_the_callers_behind_it() {
+    // One connection stalls: the fake server holds its reply to a slow GET,
+    // and every reply after it on that connection, for 5 s: far past the
+    // call deadline, short of the socket timeout. The slow GET sits in the
+    // middle of a pipeline, so that when its caller leaves, the pipeline's
+    // last reply is still owed on the connection. Callers behind it must
+    // not wait for those replies: the next batch goes out on a fresh
+    // connection.
+    let fake = FakeRedis::new();
+    fake.slow_gets("slow:", Duration::from_secs(5));
+    // Written by another client: this one has no copy of its own to serve.
+    client(&fake.url(), None, 0, 10_000).set("k", "v").unwrap();
+    let client = Arc::new(client(&fake.url(), Some(ms(200)), 0, 10_000));
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let (client, stop, answered) = (client.clone(), stop.clone(), answered.clone());
+            thread::spawn(move || {
+                while !stop.load(SeqCst) {
+                    if client.get::<_, String>("k").ok() == Some(Some("v".to_string())) {
+                        answered.fetch_add(1, SeqCst);
+                    }
+                }
+            })
+        })
+        .collect();
+    assert!(wait_until(Duration::from_secs(10), || answered
+        .load(SeqCst)
+        > 100));
+    let mut p = redis::pipe();
+    p.cmd("GET")
+        .arg("k")
+        .cmd("GET")
+        .arg("slow:1")
+        .cmd("GET")
+        .arg("k");
+    let err = client
+        .pipeline::<(String, Option<String>, String)>(&p)
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    let before = answered.load(SeqCst);
+    // Answers again within 3 s, well before the held replies come.
+    let recovered = wait_until(Duration::from_secs(3), || {
+        answered.load(SeqCst) > before + 100
+    });
+    stop.store(true, SeqCst);
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert!(
+        recovered,
+        "the callers waited for the replies of a caller that left"
+    );
+    assert_eq!(client.stats().endpoints[0].breaker_opens, 0);
+}
