@@ -38,13 +38,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{measure, median, percentile_us, r2d2_pool, Recorder};
-use resilient_redis::redis::{self, Commands};
+use common::{measure, median, percentile_us, r2d2_pool, set_get_pair, thread_key, VALUE};
 use resilient_redis::{Client, Config};
 use support::RedisServer;
-
-/// A typical small cache value.
-const VALUE: &str = "a cached value of about forty-eight bytes, 0123";
 
 const LABELS: [&str; 5] = [
     "raw connection per thread",
@@ -53,19 +49,6 @@ const LABELS: [&str; 5] = [
     "Client, auto pipeline off",
     "Client, auto pipeline on",
 ];
-
-/// One `SET` then one `GET` of the thread's key, each timed as one op.
-fn pair<C: redis::ConnectionLike>(c: &mut C, key: &str, rec: &mut Recorder) {
-    rec.time(|| c.set::<_, _, ()>(key, VALUE).unwrap());
-    rec.time(|| c.get::<_, String>(key).unwrap());
-}
-
-/// A key per thread, so the threads do not write one hot key.
-fn thread_key() -> String {
-    use std::sync::atomic::AtomicUsize;
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    format!("bench:auto:{}", NEXT.fetch_add(1, Ordering::Relaxed))
-}
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -149,16 +132,16 @@ fn side_by_side(server: &RedisServer, threads: usize, busy: bool, rounds: usize,
                 0 => measure(
                     threads,
                     run,
-                    || (server.connection(), thread_key()),
-                    |(c, k), rec| pair(c, k, rec),
+                    || (server.connection(), thread_key("auto")),
+                    |(c, k), rec| set_get_pair(c, k, rec),
                 ),
                 1 | 2 => {
                     let pool = if i == 1 { &r2_test } else { &r2_plain };
                     measure(
                         threads,
                         run,
-                        || (pool.clone(), thread_key()),
-                        |(p, k), rec| pair(&mut *p.get().unwrap(), k, rec),
+                        || (pool.clone(), thread_key("auto")),
+                        |(p, k), rec| set_get_pair(&mut *p.get().unwrap(), k, rec),
                     )
                 }
                 _ => {
@@ -166,7 +149,7 @@ fn side_by_side(server: &RedisServer, threads: usize, busy: bool, rounds: usize,
                     measure(
                         threads,
                         run,
-                        || (c.clone(), thread_key()),
+                        || (c.clone(), thread_key("auto")),
                         |(c, k), rec| {
                             rec.time(|| c.set(&*k, VALUE).unwrap());
                             rec.time(|| c.get::<_, String>(&*k).unwrap().unwrap());

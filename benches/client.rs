@@ -29,8 +29,9 @@ mod support;
 use std::hint::black_box;
 use std::time::Duration;
 
-use common::{measure, median, ns_per_op, percentile_us, r2d2_pool, Recorder};
-use resilient_redis::redis::{self, Commands};
+use common::{
+    measure, median, ns_per_op, percentile_us, r2d2_pool, set_get_pair, thread_key, VALUE,
+};
 use resilient_redis::{BreakerState, Client, Config};
 use support::RedisServer;
 
@@ -39,28 +40,12 @@ const RUN: Duration = Duration::from_millis(1000);
 /// them alike. The median round's ops/s is printed; the percentiles are over
 /// the samples of every round.
 const ROUNDS: usize = 5;
-/// A typical small cache value.
-const VALUE: &str = "a cached value of about forty-eight bytes, 0123";
-
 const LABELS: [&str; 4] = [
     "raw connection per thread",
     "resilient-redis Client",
     "r2d2 (PING on checkout)",
     "r2d2 (no test on checkout)",
 ];
-
-/// One `SET` then one `GET` of the thread's key, each timed as one op.
-fn pair<C: redis::ConnectionLike>(c: &mut C, key: &str, rec: &mut Recorder) {
-    rec.time(|| c.set::<_, _, ()>(key, VALUE).unwrap());
-    rec.time(|| c.get::<_, String>(key).unwrap());
-}
-
-/// A key per thread, so the threads do not write one hot key.
-fn thread_key() -> String {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    format!("bench:client:{}", NEXT.fetch_add(1, Ordering::Relaxed))
-}
 
 fn main() {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
@@ -103,13 +88,13 @@ fn main() {
                     0 => measure(
                         threads,
                         RUN,
-                        || (server.connection(), thread_key()),
-                        |(c, k), rec| pair(c, k, rec),
+                        || (server.connection(), thread_key("client")),
+                        |(c, k), rec| set_get_pair(c, k, rec),
                     ),
                     1 => measure(
                         threads,
                         RUN,
-                        || (client.clone(), thread_key()),
+                        || (client.clone(), thread_key("client")),
                         |(c, k), rec| {
                             rec.time(|| c.set(&*k, VALUE).unwrap());
                             rec.time(|| c.get::<_, String>(&*k).unwrap().unwrap());
@@ -120,8 +105,8 @@ fn main() {
                         measure(
                             threads,
                             RUN,
-                            || (pool.clone(), thread_key()),
-                            |(p, k), rec| pair(&mut *p.get().unwrap(), k, rec),
+                            || (pool.clone(), thread_key("client")),
+                            |(p, k), rec| set_get_pair(&mut *p.get().unwrap(), k, rec),
                         )
                     }
                 };

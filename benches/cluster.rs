@@ -22,7 +22,7 @@ mod support;
 
 use std::time::Duration;
 
-use common::{measure, median, percentile_us};
+use common::{measure, median, percentile_us, thread_key, VALUE};
 use redis::cluster::ClusterClient;
 use redis::Commands;
 use resilient_redis::{Client, Config};
@@ -31,20 +31,11 @@ use support::RedisCluster;
 const THREADS: usize = 16;
 const RUN: Duration = Duration::from_millis(1500);
 const ROUNDS: usize = 5;
-const VALUE: &str = "a cached value of about forty-eight bytes, 0123";
-
 const LABELS: [&str; 3] = [
     "resilient-redis Client",
     "redis-rs ClusterClient+r2d2",
     "  same, PING on checkout",
 ];
-
-/// A key per thread and a counter, so threads write different slots.
-fn thread_key() -> String {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    format!("bench:cluster:{}", NEXT.fetch_add(1, Ordering::Relaxed))
-}
 
 fn main() {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
@@ -90,7 +81,7 @@ fn main() {
                 0 => measure(
                     THREADS,
                     RUN,
-                    || (client.clone(), thread_key(), 0u32),
+                    || (client.clone(), thread_key("cluster"), 0u32),
                     |(c, k, n), rec| {
                         *n = n.wrapping_add(1);
                         let key = format!("{k}:{}", *n % 64);
@@ -107,7 +98,7 @@ fn main() {
                     measure(
                         THREADS,
                         RUN,
-                        move || (p.clone(), thread_key(), 0u32),
+                        move || (p.clone(), thread_key("cluster"), 0u32),
                         |(p, k, n), rec| {
                             *n = n.wrapping_add(1);
                             let key = format!("{k}:{}", *n % 64);

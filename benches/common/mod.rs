@@ -16,6 +16,24 @@ use std::time::{Duration, Instant};
 
 use resilient_redis::redis;
 
+/// A typical small cache value: the value every `SET` benchmark writes.
+pub const VALUE: &str = "a cached value of about forty-eight bytes, 0123";
+
+/// One `SET` then one `GET` of `key` through any redis-rs connection, each
+/// timed as one op.
+pub fn set_get_pair<C: redis::ConnectionLike>(c: &mut C, key: &str, rec: &mut Recorder) {
+    use redis::Commands;
+    rec.time(|| c.set::<_, _, ()>(key, VALUE).unwrap());
+    rec.time(|| c.get::<_, String>(key).unwrap());
+}
+
+/// A key of its own for each thread that asks (`bench:{bench}:{n}`), so
+/// that threads do not write one hot key (nor, on a cluster, one slot).
+pub fn thread_key(bench: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    format!("bench:{bench}:{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
 /// Latency samples kept per run, split across the threads. Allocated
 /// before the clock starts so the timed loop never reallocates; operations
 /// past the cap are counted but not sampled.
